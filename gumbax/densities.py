@@ -1,0 +1,218 @@
+"""Log-densities of the Concrete, ExpConcrete and Binary Concrete distributions.
+
+Densities are computed and returned in float32 (float64 when an input is float64)
+whatever the inputs' dtype. The Concrete density is computed through its log-space
+(ExpConcrete) form, so it is finite wherever the sample is; at low temperatures,
+where plain samples underflow to 0, evaluate ``exp_concrete_log_prob`` on samples
+from :func:`gumbax.log_gumbel_softmax` instead.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from gumbax import _checks
+
+__all__ = [
+    "binary_concrete_log_prob",
+    "binary_concrete_logit_log_prob",
+    "concrete_log_prob",
+    "exp_concrete_log_prob",
+]
+
+
+def _prepare(sample, logits, temperature, axis, sample_name):
+  """Validates and broadcasts a categorical sample, logits and a temperature."""
+  sample = jnp.asarray(sample)
+  logits = jnp.asarray(logits)
+  _checks.float_dtype(sample, sample_name)
+  _checks.float_dtype(logits, "logits")
+  cdtype = _checks.compute_dtype(jnp.promote_types(sample.dtype, logits.dtype))
+  try:
+    shape = np.broadcast_shapes(sample.shape, logits.shape)
+  except ValueError:
+    raise ValueError(
+        f"`{sample_name}` of shape {sample.shape} and `logits` of shape {logits.shape} "
+        "do not broadcast against each other.") from None
+  axis = _checks.category_axis(axis, len(shape), sample_name)
+  if sample.ndim != len(shape) or logits.ndim != len(shape) or (
+      sample.shape[axis] != logits.shape[axis]):
+    raise ValueError(
+        f"`{sample_name}` of shape {sample.shape} and `logits` of shape {logits.shape} "
+        "must have the same rank and the same number of categories along "
+        f"axis {axis}.")
+  sample = jnp.broadcast_to(sample.astype(cdtype), shape)
+  logits = jnp.broadcast_to(logits.astype(cdtype), shape)
+  tau = _checks.temperature_array(temperature, shape[:axis] + shape[axis + 1:], cdtype)
+  return sample, logits, jnp.expand_dims(tau, axis), axis
+
+
+def _exp_concrete(x, logits, tau, axis):
+  masked = logits == -jnp.inf
+  x = jnp.where(masked, 0.0, x)
+  logits = jnp.where(masked, 0.0, logits)
+  k = jnp.sum(~masked, axis=axis).astype(x.dtype)
+  terms = logits - tau * x
+  lse = jax.nn.logsumexp(jnp.where(masked, -jnp.inf, terms), axis=axis)
+  return (jax.scipy.special.gammaln(k) + (k - 1) * jnp.log(jnp.squeeze(tau, axis))
+          + jnp.sum(jnp.where(masked, 0.0, terms), axis=axis) - k * lse), masked
+
+
+def exp_concrete_log_prob(x: ArrayLike, logits: ArrayLike, temperature, *,
+                          axis: int = -1) -> jax.Array:
+  """Log-density of an ExpConcrete sample (the log of a Concrete sample).
+
+  ``log p(x) = log Gamma(k) + (k-1) log tau + sum_i (logits_i - tau x_i)
+  - k logsumexp(logits - tau x)``, with respect to Lebesgue measure on the first
+  ``k - 1`` coordinates of ``x``. Stable at any temperature. Masked categories
+  (``-inf`` logits) are left out, and ``k`` counts the unmasked ones. KL divergences
+  between relaxed distributions are invariant under ``x -> exp(x)``, so compute them
+  with this density on :func:`gumbax.log_gumbel_softmax` samples.
+
+  Args:
+    x: log-space sample; broadcasts against ``logits``.
+    logits: unnormalized log-probabilities.
+    temperature: positive temperature, scalar or array broadcasting against the
+      batch shape (the shape without the category axis).
+    axis: the category axis.
+
+  Returns:
+    The log-density, shape of the broadcast inputs without ``axis``, float32 or
+    wider.
+
+  Example:
+    >>> x = gumbax.log_gumbel_softmax(key, logits, 0.1)
+    >>> lp = gumbax.exp_concrete_log_prob(x, logits, 0.1)
+
+  References:
+    Maddison, Mnih, Teh, The Concrete Distribution, 2017 (arXiv 1611.00712),
+    appendix C.
+  """
+  x, logits, tau, axis = _prepare(x, logits, temperature, axis, "x")
+  return _exp_concrete(x, logits, tau, axis)[0]
+
+
+def concrete_log_prob(y: ArrayLike, logits: ArrayLike, temperature, *,
+                      axis: int = -1) -> jax.Array:
+  """Log-density of a Concrete (Gumbel-softmax) sample on the simplex.
+
+  ``log p(y) = log Gamma(k) + (k-1) log tau - k log(sum_i pi_i y_i^-tau)
+  + sum_i (log pi_i - (tau + 1) log y_i)``, with respect to Lebesgue measure on
+  the first ``k - 1`` coordinates, computed as ``exp_concrete_log_prob(log y) -
+  sum(log y)``. Coordinates that underflowed to 0 are read as the smallest positive
+  normal number, so the result is finite but inaccurate there: at low temperatures
+  use :func:`exp_concrete_log_prob` on log-space samples. Masked categories
+  (``-inf`` logits) are left out.
+
+  Args:
+    y: a point of the simplex; broadcasts against ``logits``.
+    logits: unnormalized log-probabilities.
+    temperature: positive temperature, scalar or array broadcasting against the
+      batch shape.
+    axis: the category axis.
+
+  Returns:
+    The log-density, shape of the broadcast inputs without ``axis``, float32 or
+    wider.
+
+  Example:
+    >>> y = gumbax.gumbel_softmax(key, logits, 0.5)
+    >>> lp = gumbax.concrete_log_prob(y, logits, 0.5)
+
+  References:
+    Maddison, Mnih, Teh, The Concrete Distribution, 2017 (arXiv 1611.00712);
+    Jang, Gu, Poole, Categorical Reparameterization with Gumbel-Softmax, 2017
+    (arXiv 1611.01144).
+  """
+  y, logits, tau, axis = _prepare(y, logits, temperature, axis, "y")
+  log_y = jnp.log(jnp.maximum(y, jnp.finfo(y.dtype).smallest_normal))
+  log_p, masked = _exp_concrete(log_y, logits, tau, axis)
+  return log_p - jnp.sum(jnp.where(masked, 0.0, log_y), axis=axis)
+
+
+def _prepare_binary(sample, logits, temperature, sample_name):
+  sample = jnp.asarray(sample)
+  logits = jnp.asarray(logits)
+  _checks.float_dtype(sample, sample_name)
+  _checks.float_dtype(logits, "logits")
+  cdtype = _checks.compute_dtype(jnp.promote_types(sample.dtype, logits.dtype))
+  try:
+    shape = np.broadcast_shapes(sample.shape, logits.shape)
+  except ValueError:
+    raise ValueError(
+        f"`{sample_name}` of shape {sample.shape} and `logits` of shape {logits.shape} "
+        "do not broadcast against each other.") from None
+  tau = _checks.temperature_array(temperature, shape, cdtype)
+  return (jnp.broadcast_to(sample.astype(cdtype), shape),
+          jnp.broadcast_to(logits.astype(cdtype), shape), tau)
+
+
+def _logistic_log_prob(x, logits, tau):
+  d = logits - tau * x
+  return jnp.log(tau) + d - 2.0 * jax.nn.softplus(d)
+
+
+def binary_concrete_logit_log_prob(x: ArrayLike, logits: ArrayLike,
+                                   temperature) -> jax.Array:
+  """Log-density of a Binary Concrete sample in logit space.
+
+  For ``x = (logits + L) / tau`` with ``L`` standard logistic (so that
+  ``sigmoid(x)`` is a relaxed Bernoulli sample), ``log p(x) = log tau + d -
+  2 softplus(d)`` with ``d = logits - tau x``. Stable at any temperature; the
+  right density for relaxed KL terms of Bernoulli latents. Elementwise.
+
+  Args:
+    x: logit-space sample; broadcasts against ``logits``.
+    logits: Bernoulli logits.
+    temperature: positive temperature, scalar or array broadcasting against the
+      inputs.
+
+  Returns:
+    Elementwise log-density, float32 or wider.
+
+  Example:
+    >>> x = (logits + jax.random.logistic(key, logits.shape)) / tau
+    >>> lp = gumbax.binary_concrete_logit_log_prob(x, logits, tau)
+
+  References:
+    Maddison, Mnih, Teh, The Concrete Distribution, 2017 (arXiv 1611.00712),
+    appendix C.
+  """
+  x, logits, tau = _prepare_binary(x, logits, temperature, "x")
+  return _logistic_log_prob(x, logits, tau)
+
+
+def binary_concrete_log_prob(y: ArrayLike, logits: ArrayLike, temperature) -> jax.Array:
+  """Log-density of a Binary Concrete (relaxed Bernoulli) sample on (0, 1).
+
+  ``log p(y) = log tau + log alpha - (tau + 1)(log y + log(1 - y))
+  - 2 log(alpha y^-tau + (1 - y)^-tau)`` with ``alpha = exp(logits)``, computed as
+  the logit-space density at ``logit(y)`` minus ``log y + log(1 - y)``. Values of
+  ``y`` that rounded to exactly 0 or 1 are moved to the nearest representable
+  interior point, so the result is finite but inaccurate there; at low temperatures
+  use :func:`binary_concrete_logit_log_prob`. Elementwise.
+
+  Args:
+    y: a point of (0, 1); broadcasts against ``logits``.
+    logits: Bernoulli logits.
+    temperature: positive temperature, scalar or array broadcasting against the
+      inputs.
+
+  Returns:
+    Elementwise log-density, float32 or wider.
+
+  Example:
+    >>> y = gumbax.relaxed_bernoulli(key, logits, 0.5)
+    >>> lp = gumbax.binary_concrete_log_prob(y, logits, 0.5)
+
+  References:
+    Maddison, Mnih, Teh, The Concrete Distribution, 2017 (arXiv 1611.00712).
+  """
+  y, logits, tau = _prepare_binary(y, logits, temperature, "y")
+  finfo = jnp.finfo(y.dtype)
+  y = jnp.clip(y, finfo.smallest_normal, 1.0 - finfo.epsneg)
+  log_y, log1m_y = jnp.log(y), jnp.log1p(-y)
+  return _logistic_log_prob(log_y - log1m_y, logits, tau) - log_y - log1m_y

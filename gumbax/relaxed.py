@@ -1,0 +1,232 @@
+"""Relaxed (Concrete / Gumbel-softmax) samplers and straight-through variants.
+
+One mechanism serves every categorical function here: scores (logits, perturbed or
+not) are shifted by their maximum, clamped far below it, and divided by the
+temperature in float32 (float64 for float64 logits). The clamp keeps infinities
+(from ``-inf`` masks or overflowing differences) away from the temperature's
+gradient without changing any value: ``exp(-1e30 / tau)`` is exactly zero for every
+tau below 1e28.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from gumbax import _checks
+from gumbax.gumbel import perturb
+
+__all__ = [
+    "gumbel_softmax",
+    "log_gumbel_softmax",
+    "relaxed_bernoulli",
+    "straight_through",
+]
+
+
+def _tempered_scores(scores: jax.Array, temperature, axis: int) -> jax.Array:
+  """``(scores - max(scores)) / temperature``, finite and NaN-free for any inputs.
+
+  ``scores`` is in the compute dtype and may hold ``-inf`` (masked); the maximum
+  along ``axis`` must be finite. The result is <= 0 with a 0 at the argmax.
+  """
+  batch_shape = scores.shape[:axis] + scores.shape[axis + 1:]
+  tau = _checks.temperature_array(temperature, batch_shape, scores.dtype)
+  shift = jax.lax.stop_gradient(jnp.max(scores, axis=axis, keepdims=True))
+  diff = jnp.maximum(scores - shift, -_checks.SCORE_FLOOR)
+  return diff * jnp.expand_dims(1.0 / tau, axis)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _softmax_of_tempered(x: jax.Array, axis: int) -> jax.Array:
+  """Softmax of scores already shifted to max 0 (no second max pass needed).
+
+  ``x <= 0`` with a 0 at the argmax, so ``exp`` cannot overflow and the sum is
+  >= 1. The JVP is the usual ``y * (dx - <y, dx>)``, so reverse mode keeps only
+  ``y`` for the backward pass.
+  """
+  e = jnp.exp(x)
+  return e / jnp.sum(e, axis=axis, keepdims=True)
+
+
+@_softmax_of_tempered.defjvp
+def _softmax_of_tempered_jvp(axis, primals, tangents):
+  (x,), (x_dot,) = primals, tangents
+  y = _softmax_of_tempered(x, axis)
+  return y, y * (x_dot - jnp.sum(y * x_dot, axis=axis, keepdims=True))
+
+
+def _straight_through(hard: jax.Array, soft: jax.Array) -> jax.Array:
+  # The difference is exactly zero in the forward pass, so the value is exactly
+  # `hard`; the gradient is exactly that of `soft`.
+  return hard + (soft - jax.lax.stop_gradient(soft))
+
+
+def gumbel_softmax(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
+                   hard: bool = False, axis: int = -1) -> jax.Array:
+  """Draws a Gumbel-softmax (Concrete) sample, optionally straight-through.
+
+  ``y = softmax((logits + g) / temperature)`` with ``g`` standard Gumbel noise drawn
+  in float32 (float64 for float64 logits); the sample is computed in that precision
+  and cast once to the logits' dtype. At low temperatures coordinates of ``y``
+  underflow to exactly 0 (they are never inf or NaN); use
+  :func:`log_gumbel_softmax` when you need their logarithms (densities, KL terms).
+
+  With ``hard=True`` the forward value is the exact one-hot ``argmax(logits + g)``
+  (the same sample :func:`gumbax.gumbel_max` draws with the same key), and the
+  gradient is that of the soft sample: the straight-through Gumbel-softmax
+  estimator.
+
+  ``-inf`` logits mark masked categories: they get exactly 0 and zero gradient.
+  ``temperature`` may be a Python number (must be > 0, else ``ValueError``) or an
+  array broadcasting against the logits' shape without the category axis
+  (per-example or per-latent, learnable; gradients flow to it). A traced
+  temperature that is <= 0 or NaN acts as the limit ``temperature -> 0+``: the
+  output is the one-hot argmax and nothing is NaN.
+
+  Args:
+    key: a PRNG key (typed or legacy uint32).
+    logits: unnormalized log-probabilities, floating point, categories on ``axis``.
+    temperature: positive temperature, scalar or broadcastable array.
+    hard: return the one-hot sample with the soft sample's gradient.
+    axis: the category axis.
+
+  Returns:
+    A sample of the logits' shape and dtype on the probability simplex.
+
+  Example:
+    >>> y = gumbax.gumbel_softmax(jax.random.key(0), logits, 0.5)
+    >>> b = gumbax.gumbel_softmax(jax.random.key(0), logits, 0.5, hard=True)
+
+  References:
+    Jang, Gu, Poole, Categorical Reparameterization with Gumbel-Softmax, 2017
+    (arXiv 1611.01144); Maddison, Mnih, Teh, The Concrete Distribution, 2017
+    (arXiv 1611.00712).
+  """
+  logits, dtype = _checks.as_logits(logits)
+  axis = _checks.category_axis(axis, logits.ndim)
+  scores = perturb(key, logits, dtype)
+  soft = _softmax_of_tempered(_tempered_scores(scores, temperature, axis), axis)
+  if hard:
+    index = jnp.argmax(jax.lax.stop_gradient(scores), axis=axis)
+    one_hot = jax.nn.one_hot(index, logits.shape[axis], dtype=soft.dtype, axis=axis)
+    soft = _straight_through(one_hot, soft)
+  return soft.astype(dtype)
+
+
+def log_gumbel_softmax(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
+                       axis: int = -1) -> jax.Array:
+  """Draws an ExpConcrete sample: the logarithm of a Gumbel-softmax sample.
+
+  ``x = log_softmax((logits + g) / temperature)``, computed without ever forming
+  ``exp(x)``, so it stays informative at temperatures where
+  :func:`gumbel_softmax` underflows to exact zeros; ``exp(x)`` is a Concrete
+  sample. Use it for relaxed densities and KL terms
+  (:func:`gumbax.exp_concrete_log_prob`). Values below the most negative finite
+  number of the logits' dtype are clipped to it (``exp`` of it is exactly 0), and
+  masked (``-inf``) categories get that value too, so the output is always finite.
+  Temperatures behave as in :func:`gumbel_softmax`.
+
+  Args:
+    key: a PRNG key.
+    logits: unnormalized log-probabilities, floating point.
+    temperature: positive temperature, scalar or broadcastable array.
+    axis: the category axis.
+
+  Returns:
+    Log-probabilities (<= 0) of the logits' shape and dtype.
+
+  Example:
+    >>> x = gumbax.log_gumbel_softmax(jax.random.key(0), logits, 0.05)
+
+  References:
+    Maddison, Mnih, Teh, The Concrete Distribution, 2017 (arXiv 1611.00712),
+    appendix C (ExpConcrete).
+  """
+  logits, dtype = _checks.as_logits(logits)
+  axis = _checks.category_axis(axis, logits.ndim)
+  x = _tempered_scores(perturb(key, logits, dtype), temperature, axis)
+  x = x - jnp.log(jnp.sum(jnp.exp(x), axis=axis, keepdims=True))
+  return jnp.maximum(x, jnp.finfo(dtype).min).astype(dtype)
+
+
+def straight_through(key: ArrayLike, logits: ArrayLike, *, temperature=1.0,
+                     axis: int = -1) -> jax.Array:
+  """Plain straight-through: a categorical sample with the softmax's gradient.
+
+  The forward value is an exact one-hot sample from ``Categorical(softmax(logits))``
+  (drawn by Gumbel-max); the backward pass uses the gradient of
+  ``softmax(logits / temperature)``. ``temperature`` (default 1) is the slope of the
+  backward softmax, which a schedule anneals for "annealed ST"; it follows the same
+  rules as in :func:`gumbel_softmax`.
+
+  Args:
+    key: a PRNG key.
+    logits: unnormalized log-probabilities, floating point.
+    temperature: slope of the backward softmax.
+    axis: the category axis.
+
+  Returns:
+    A one-hot sample of the logits' shape and dtype.
+
+  Example:
+    >>> b = gumbax.straight_through(jax.random.key(0), logits)
+
+  References:
+    Bengio, Leonard, Courville, Estimating or Propagating Gradients Through
+    Stochastic Neurons for Conditional Computation, 2013 (arXiv 1308.3432).
+  """
+  logits, dtype = _checks.as_logits(logits)
+  axis = _checks.category_axis(axis, logits.ndim)
+  cdtype = _checks.compute_dtype(dtype)
+  probs = _softmax_of_tempered(
+      _tempered_scores(logits.astype(cdtype), temperature, axis), axis)
+  scores = perturb(key, jax.lax.stop_gradient(logits), dtype)
+  index = jnp.argmax(scores, axis=axis)
+  one_hot = jax.nn.one_hot(index, logits.shape[axis], dtype=cdtype, axis=axis)
+  return _straight_through(one_hot, probs).astype(dtype)
+
+
+def relaxed_bernoulli(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
+                      hard: bool = False) -> jax.Array:
+  """Draws a relaxed Bernoulli (Binary Concrete) sample, optionally straight-through.
+
+  ``y = sigmoid((logits + L) / temperature)`` with ``L`` standard logistic noise
+  drawn in float32 (float64 for float64 logits) and the result cast once to the
+  logits' dtype. With ``hard=True`` the forward value is exactly ``1[logits + L > 0]``
+  (a Bernoulli(sigmoid(logits)) sample) and the gradient is that of the soft sample.
+  ``temperature`` is a Python number > 0 or an array broadcasting to the logits'
+  shape; a traced temperature <= 0 or NaN acts as ``temperature -> 0+`` (the hard
+  sample, no NaN).
+
+  Args:
+    key: a PRNG key.
+    logits: Bernoulli logits, floating point, any shape.
+    temperature: positive temperature, scalar or broadcastable array.
+    hard: return the binary sample with the soft sample's gradient.
+
+  Returns:
+    A sample in [0, 1] of the logits' shape and dtype.
+
+  Example:
+    >>> y = gumbax.relaxed_bernoulli(jax.random.key(0), jnp.zeros(3), 2 / 3)
+
+  References:
+    Maddison, Mnih, Teh, The Concrete Distribution, 2017 (arXiv 1611.00712);
+    Jang, Gu, Poole, Categorical Reparameterization with Gumbel-Softmax, 2017
+    (arXiv 1611.01144).
+  """
+  logits, dtype = _checks.as_logits(logits)
+  cdtype = _checks.compute_dtype(dtype)
+  tau = _checks.temperature_array(temperature, logits.shape, cdtype)
+  noise = jax.random.logistic(key, logits.shape, cdtype)
+  z = logits.astype(cdtype) + noise
+  floor = _checks.SCORE_FLOOR
+  soft = jax.nn.sigmoid(jnp.clip(z, -floor, floor) * (1.0 / tau))
+  if hard:
+    soft = _straight_through((jax.lax.stop_gradient(z) > 0).astype(cdtype), soft)
+  return soft.astype(dtype)

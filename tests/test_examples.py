@@ -1,0 +1,20 @@
+"""The demo script runs end to end and what it prints is right."""
+
+import importlib.util
+import pathlib
+
+import numpy as np
+
+
+def test_demo_runs_and_is_correct(capsys):
+  path = pathlib.Path(__file__).parents[1] / "examples" / "demo.py"
+  spec = importlib.util.spec_from_file_location("demo", path)
+  demo = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(demo)
+  n = 20_000
+  result = demo.main(num_samples=n)
+  assert "Gumbel-max frequencies" in capsys.readouterr().out
+  # Each frequency has standard deviation <= sqrt(0.25 / n) = 0.0035; 0.025 is over
+  # 7 standard deviations, so a correct sampler fails this with probability < 1e-11.
+  assert result["max_abs_freq_error"] < 7 * np.sqrt(0.25 / n)
+  assert result["masked_draws"] == 0
