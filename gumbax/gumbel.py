@@ -235,8 +235,11 @@ def conditional_gumbel(key: ArrayLike, logits: ArrayLike, sample: ArrayLike, *,
   log_e_chosen = jnp.sum(jnp.where(chosen, log_e, 0.0), axis=axis, keepdims=True)
   top = log_z - log_e_chosen
   rest = -jnp.logaddexp(log_e - l, log_e_chosen - log_z)
-  z = jnp.where(chosen, top, rest)
-  return jnp.where(masked, -jnp.inf, z).astype(dtype)
+  z = jnp.where(masked, -jnp.inf, jnp.where(chosen, top, rest)).astype(dtype)
+  # Rounding (above all the cast to float16/bfloat16) can make a coordinate tie
+  # with the maximum; keep every other coordinate strictly below it.
+  top = jnp.max(jnp.where(chosen, z, -jnp.inf), axis=axis, keepdims=True)
+  return jnp.where(chosen, z, jnp.minimum(z, jnp.nextafter(top, jnp.asarray(-jnp.inf, dtype))))
 
 
 def conditional_logistic(key: ArrayLike, logits: ArrayLike, sample: ArrayLike) -> jax.Array:

@@ -18,3 +18,14 @@ def test_demo_runs_and_is_correct(capsys):
   # 7 standard deviations, so a correct sampler fails this with probability < 1e-11.
   assert result["max_abs_freq_error"] < 7 * np.sqrt(0.25 / n)
   assert result["masked_draws"] == 0
+
+
+def test_readme_code_blocks_run():
+  """Every ```python block of the README runs, in order, in one namespace."""
+  import re
+  readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+  blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+  assert len(blocks) >= 3
+  namespace: dict = {}
+  for block in blocks:
+    exec(compile(block, "README.md", "exec"), namespace)
