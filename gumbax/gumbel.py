@@ -239,7 +239,8 @@ def conditional_gumbel(key: ArrayLike, logits: ArrayLike, sample: ArrayLike, *,
   # Rounding (above all the cast to float16/bfloat16) can make a coordinate tie
   # with the maximum; keep every other coordinate strictly below it.
   top = jnp.max(jnp.where(chosen, z, -jnp.inf), axis=axis, keepdims=True)
-  return jnp.where(chosen, z, jnp.minimum(z, jnp.nextafter(top, jnp.asarray(-jnp.inf, dtype))))
+  below = jnp.nextafter(jax.lax.stop_gradient(top), jnp.asarray(-jnp.inf, dtype))
+  return jnp.where(chosen, z, jnp.minimum(z, below))
 
 
 def conditional_logistic(key: ArrayLike, logits: ArrayLike, sample: ArrayLike) -> jax.Array:

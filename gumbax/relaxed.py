@@ -60,10 +60,26 @@ def _softmax_of_tempered_jvp(axis, primals, tangents):
   return y, y * (x_dot - jnp.sum(y * x_dot, axis=axis, keepdims=True))
 
 
-def _straight_through(hard: jax.Array, soft: jax.Array) -> jax.Array:
-  # The difference is exactly zero in the forward pass, so the value is exactly
-  # `hard`; the gradient is exactly that of `soft`.
+def st_combine(hard: jax.Array, soft: jax.Array) -> jax.Array:
+  """``hard`` in the forward pass, ``soft``'s gradient in the backward pass.
+
+  The difference is exactly zero in the forward pass, so the value is exactly
+  ``hard`` (no rounding), and the gradient is exactly that of ``soft``.
+  """
   return hard + (soft - jax.lax.stop_gradient(soft))
+
+
+def softmax_scores(scores: jax.Array, temperature, axis: int) -> jax.Array:
+  """``softmax(scores / temperature)`` in the scores' (compute) dtype, NaN-free."""
+  axis = axis % scores.ndim
+  return _softmax_of_tempered(_tempered_scores(scores, temperature, axis), axis)
+
+
+def sigmoid_scores(scores: jax.Array, temperature) -> jax.Array:
+  """``sigmoid(scores / temperature)`` in the scores' (compute) dtype, NaN-free."""
+  tau = _checks.temperature_array(temperature, scores.shape, scores.dtype)
+  floor = _checks.SCORE_FLOOR
+  return jax.nn.sigmoid(jnp.clip(scores, -floor, floor) * (1.0 / tau))
 
 
 def gumbel_softmax(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
@@ -110,11 +126,11 @@ def gumbel_softmax(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
   logits, dtype = _checks.as_logits(logits)
   axis = _checks.category_axis(axis, logits.ndim)
   scores = perturb(key, logits, dtype)
-  soft = _softmax_of_tempered(_tempered_scores(scores, temperature, axis), axis)
+  soft = softmax_scores(scores, temperature, axis)
   if hard:
     index = jnp.argmax(jax.lax.stop_gradient(scores), axis=axis)
     one_hot = jax.nn.one_hot(index, logits.shape[axis], dtype=soft.dtype, axis=axis)
-    soft = _straight_through(one_hot, soft)
+    soft = st_combine(one_hot, soft)
   return soft.astype(dtype)
 
 
@@ -183,12 +199,11 @@ def straight_through(key: ArrayLike, logits: ArrayLike, *, temperature=1.0,
   logits, dtype = _checks.as_logits(logits)
   axis = _checks.category_axis(axis, logits.ndim)
   cdtype = _checks.compute_dtype(dtype)
-  probs = _softmax_of_tempered(
-      _tempered_scores(logits.astype(cdtype), temperature, axis), axis)
+  probs = softmax_scores(logits.astype(cdtype), temperature, axis)
   scores = perturb(key, jax.lax.stop_gradient(logits), dtype)
   index = jnp.argmax(scores, axis=axis)
   one_hot = jax.nn.one_hot(index, logits.shape[axis], dtype=cdtype, axis=axis)
-  return _straight_through(one_hot, probs).astype(dtype)
+  return st_combine(one_hot, probs).astype(dtype)
 
 
 def relaxed_bernoulli(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
@@ -222,11 +237,9 @@ def relaxed_bernoulli(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
   """
   logits, dtype = _checks.as_logits(logits)
   cdtype = _checks.compute_dtype(dtype)
-  tau = _checks.temperature_array(temperature, logits.shape, cdtype)
   noise = jax.random.logistic(key, logits.shape, cdtype)
   z = logits.astype(cdtype) + noise
-  floor = _checks.SCORE_FLOOR
-  soft = jax.nn.sigmoid(jnp.clip(z, -floor, floor) * (1.0 / tau))
+  soft = sigmoid_scores(z, temperature)
   if hard:
-    soft = _straight_through((jax.lax.stop_gradient(z) > 0).astype(cdtype), soft)
+    soft = st_combine((jax.lax.stop_gradient(z) > 0).astype(cdtype), soft)
   return soft.astype(dtype)

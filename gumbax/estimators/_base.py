@@ -1,0 +1,277 @@
+"""The estimator contract, the registry, and helpers shared by every estimator.
+
+An estimator answers one question: an estimate of ``d/dtheta E_{b ~ p(logits)}[f(b)]``,
+expressed as a *surrogate*: a JAX value whose forward value is the loss at the
+sample(s) and whose ``jax.grad`` is the estimate, for the logits and for everything
+``f`` closes over.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import numbers
+from typing import Any, Callable, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from gumbax import _checks
+from gumbax.gumbel import conditional_gumbel
+from gumbax.gumbel import conditional_logistic
+from gumbax.relaxed import sigmoid_scores
+from gumbax.relaxed import softmax_scores
+
+DISTRIBUTIONS = ("categorical", "bernoulli")
+_REGISTRY: dict[str, type["Estimator"]] = {}
+
+
+def register(cls: type["Estimator"]) -> type["Estimator"]:
+  """Class decorator: adds an estimator to the registry under ``cls.name``."""
+  if cls.name in _REGISTRY:
+    raise ValueError(f"An estimator named {cls.name!r} is already registered.")
+  _REGISTRY[cls.name] = cls
+  return cls
+
+
+def names() -> list[str]:
+  """The registered estimator names, sorted."""
+  return sorted(_REGISTRY)
+
+
+def get(name: str, **hyperparameters: Any) -> "Estimator":
+  """Returns the estimator registered as ``name`` with the given hyperparameters.
+
+  Args:
+    name: a registry name, e.g. ``"rloo"``; see :func:`names`.
+    **hyperparameters: the estimator's dataclass fields, e.g. ``num_samples=4``.
+
+  Returns:
+    An :class:`Estimator` instance.
+
+  Raises:
+    ValueError: unknown name (the message lists the valid ones).
+    TypeError: unknown hyperparameter (the message lists the valid ones).
+
+  Example:
+    >>> est = gumbax.estimators.get("rloo", num_samples=4)
+
+  References:
+    The estimator contract: ../shared/DESIGN.md section 3.
+  """
+  if name not in _REGISTRY:
+    raise ValueError(f"Unknown estimator {name!r}; valid names are {names()}.")
+  cls = _REGISTRY[name]
+  valid = [f.name for f in dataclasses.fields(cls)]
+  unknown = sorted(set(hyperparameters) - set(valid))
+  if unknown:
+    raise TypeError(
+        f"Unknown hyperparameter(s) {unknown} for estimator {name!r}; valid ones are "
+        f"{valid}.")
+  return cls(**hyperparameters)
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimator(abc.ABC):
+  """Base class: an estimator of ``d/dtheta E_{b ~ p(logits)}[f(b)]``.
+
+  Subclasses implement :meth:`surrogate`; :meth:`__call__` validates the inputs
+  first. Hyperparameters are dataclass fields; every estimator takes
+  ``distribution`` (``"categorical"``: logits ``batch + event + (K,)``, one-hot
+  samples; ``"bernoulli"``: logits ``batch + event``, samples in {0, 1}).
+
+  Class attributes document the estimator: ``unbiased``, ``evaluations`` (of ``f``
+  per call), ``distributions`` (supported), ``reference`` (the paper).
+  """
+
+  name: ClassVar[str] = ""
+  unbiased: ClassVar[bool] = False
+  evaluations: ClassVar[str] = "1"
+  distributions: ClassVar[tuple[str, ...]] = DISTRIBUTIONS
+  reference: ClassVar[str] = ""
+
+  distribution: str = "categorical"
+
+  def __post_init__(self):
+    if self.distribution not in DISTRIBUTIONS:
+      raise ValueError(
+          f"`distribution` must be one of {list(DISTRIBUTIONS)}; got {self.distribution!r}.")
+    if self.distribution not in self.distributions:
+      raise ValueError(
+          f"Estimator {self.name!r} supports only {list(self.distributions)} variables; "
+          f"got distribution={self.distribution!r}.")
+    for field in dataclasses.fields(self):
+      if field.name == "temperature":
+        _checks.check_positive_static(self.temperature, "temperature")
+
+  # -- the contract ------------------------------------------------------------
+
+  def init(self, key: jax.Array, logits: jax.Array) -> dict:
+    """Initial control-variate parameters and state: ``{"params": ..., "state": ...}``.
+
+    Empty (``{}``) for estimators without control variates.
+    """
+    del key, logits
+    return {}
+
+  def __call__(self, key: jax.Array, logits: jax.Array, f: Callable[[jax.Array], jax.Array],
+               cv: dict | None = None) -> jax.Array:
+    """The surrogate: forward value is the loss at the sample(s), ``grad`` the estimate.
+
+    Args:
+      key: a PRNG key.
+      logits: the distribution's logits (see the class docstring for the layout).
+      f: maps a sample of the logits' shape to one value per example (its output
+        shape is a prefix of the sample's shape).
+      cv: control-variate parameters and state from :meth:`init` (or updated).
+
+    Returns:
+      An array of ``f``'s output shape.
+    """
+    logits = self._check_logits(logits)
+    return self.surrogate(key, logits, f, {} if cv is None else cv)
+
+  @abc.abstractmethod
+  def surrogate(self, key, logits, f, cv) -> jax.Array:
+    """The surrogate for validated logits; what each estimator defines."""
+
+  def update(self, cv: dict, logits: jax.Array, loss: jax.Array) -> dict:
+    """New non-trainable control-variate state (e.g. moving averages), functionally.
+
+    Args:
+      cv: the current control variate.
+      logits: the logits of the step.
+      loss: the surrogate's forward value at the step.
+
+    Returns:
+      ``cv`` with its ``"state"`` updated; unchanged for most estimators.
+    """
+    del logits, loss
+    return cv
+
+  def variance_loss(self, key: jax.Array, logits: jax.Array, f, cv: dict) -> jax.Array:
+    """Single-sample estimate of the estimator's variance (up to a constant in phi).
+
+    ``sum(g ** 2)`` with ``g`` the estimate for the logits; its gradient with respect
+    to ``cv["params"]`` is an unbiased estimate of ``d Var[g] / d phi`` (the mean of
+    ``g`` does not depend on ``phi`` for an unbiased estimator).
+
+    References:
+      Grathwohl et al., Backpropagation through the Void, 2018 (arXiv 1711.00123).
+    """
+    logits = jax.lax.stop_gradient(self._check_logits(logits))
+    g = jax.grad(lambda l: jnp.sum(self.surrogate(key, l, f, cv)))(logits)
+    return jnp.sum(jnp.square(g))
+
+  # -- helpers for subclasses --------------------------------------------------
+
+  @property
+  def categorical(self) -> bool:
+    return self.distribution == "categorical"
+
+  def _check_logits(self, logits) -> jax.Array:
+    logits, _ = _checks.as_logits(logits)
+    if self.categorical and logits.ndim == 0:
+      raise ValueError(
+          "Categorical `logits` need a trailing category axis, shape batch + event + (K,); "
+          "got a scalar. For a Bernoulli variable pass distribution='bernoulli'.")
+    return logits
+
+  def noise(self, key, logits) -> jax.Array:
+    """Gumbel (categorical) or logistic (Bernoulli) noise in the compute dtype."""
+    cdtype = _checks.compute_dtype(logits.dtype)
+    if self.categorical:
+      return jax.random.gumbel(key, logits.shape, cdtype, mode="low")
+    return jax.random.logistic(key, logits.shape, cdtype)
+
+  def perturb(self, key, logits) -> jax.Array:
+    """``z = logits + noise`` in the compute dtype; ``H(z)`` is an exact sample."""
+    return logits.astype(_checks.compute_dtype(logits.dtype)) + self.noise(key, logits)
+
+  def harden(self, z) -> jax.Array:
+    """``H(z)``: the one-hot argmax or the sign indicator, no gradient."""
+    z = jax.lax.stop_gradient(z)
+    if self.categorical:
+      return jax.nn.one_hot(jnp.argmax(z, -1), z.shape[-1], dtype=z.dtype)
+    return (z > 0).astype(z.dtype)
+
+  def sample(self, key, logits) -> jax.Array:
+    """An exact sample of the logits' distribution (compute dtype, no gradient)."""
+    return self.harden(self.perturb(key, jax.lax.stop_gradient(logits)))
+
+  def conditional(self, key, logits, b) -> jax.Array:
+    """``z~ ~ p(z | H(z) = b)``, reparameterized in the logits (compute dtype)."""
+    cdtype = _checks.compute_dtype(logits.dtype)
+    logits = logits.astype(cdtype)
+    if self.categorical:
+      return conditional_gumbel(key, logits, b)
+    return conditional_logistic(key, logits, b)
+
+  def relax(self, z, temperature) -> jax.Array:
+    """``softmax(z / tau)`` or ``sigmoid(z / tau)``, NaN-free."""
+    return softmax_scores(z, temperature, -1) if self.categorical else sigmoid_scores(z, temperature)
+
+  def mean(self, logits) -> jax.Array:
+    """``E[b]``: ``softmax(logits)`` or ``sigmoid(logits)``, compute dtype."""
+    return self.relax(logits.astype(_checks.compute_dtype(logits.dtype)), 1.0)
+
+  def log_prob(self, b, logits, ndim: int) -> jax.Array:
+    """``log p(b)`` summed over all but the first ``ndim`` (batch) dimensions."""
+    l = logits.astype(_checks.compute_dtype(logits.dtype))
+    if self.categorical:
+      logp = jnp.sum(jnp.where(b > 0, jax.nn.log_softmax(l, axis=-1), 0.0), axis=-1)
+    else:
+      logp = jnp.where(b > 0, jax.nn.log_sigmoid(l), jax.nn.log_sigmoid(-l))
+    return jnp.sum(logp, axis=tuple(range(ndim, logp.ndim)))
+
+  def out_ndim(self, f, sample) -> int:
+    """Checks ``f``'s output shape against the sample's; returns its rank."""
+    out = jax.eval_shape(f, jax.ShapeDtypeStruct(sample.shape, sample.dtype))
+    event_limit = sample.ndim - 1 if self.categorical else sample.ndim
+    if (not isinstance(out, jax.ShapeDtypeStruct) or out.ndim > event_limit
+        or tuple(out.shape) != tuple(sample.shape[:out.ndim])):
+      got = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
+      raise ValueError(
+          f"`f` must return one value per example: an array whose shape is a prefix of "
+          f"the sample's shape {tuple(sample.shape)}"
+          f"{' without its category axis' if self.categorical else ''}; got {got}.")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+      raise TypeError(f"`f` must return floating-point values; got dtype {out.dtype}.")
+    return out.ndim
+
+
+def detach(f: Callable, example: jax.Array) -> Callable:
+  """``f`` with every array it closes over cut from differentiation.
+
+  Control variates evaluate ``f`` at relaxed points; their gradients with respect to
+  the parameters ``f`` closes over (a decoder) have mean zero, so they are dropped
+  instead of adding noise to the model's gradient.
+  """
+  converted, consts = jax.closure_convert(f, example)
+  consts = [jax.lax.stop_gradient(c) for c in consts]
+  return lambda b: converted(b, *consts)
+
+
+def score_term(signal, logp) -> jax.Array:
+  """A zero-valued term whose gradient is ``signal * grad log p`` (signal is constant
+  with respect to the logits)."""
+  return signal * (logp - jax.lax.stop_gradient(logp))
+
+
+def zero_valued(x) -> jax.Array:
+  """``x - stop_gradient(x)``: zero forward, ``x``'s gradient backward."""
+  return x - jax.lax.stop_gradient(x)
+
+
+def split_keys(key, num: int) -> jax.Array:
+  return jax.random.split(key, num)
+
+
+def check_int(value, name: str, minimum: int) -> None:
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    raise ValueError(f"`{name}` must be an int >= {minimum}; got {value!r}.")
+
+
+
+
+__all__ = ["Estimator", "get", "names", "register"]

@@ -1,0 +1,29 @@
+"""A small per-latent MLP used by NVIL's baseline and RELAX's default control variate.
+
+It maps each latent's relaxed value (a K-vector, or a scalar for Bernoulli) to a
+number and sums over latents, so it needs no knowledge of the batch layout:
+``r(z) = sum_n MLP(z_n)``. Its output layer starts at zero.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def init(key, in_dim: int, hidden: int, dtype=jnp.float32) -> dict:
+  scale = 1.0 / jnp.sqrt(jnp.asarray(in_dim, dtype))
+  return {
+      "w1": jax.random.normal(key, (in_dim, hidden), dtype) * scale,
+      "b1": jnp.zeros((hidden,), dtype),
+      "w2": jnp.zeros((hidden,), dtype),
+      "b2": jnp.zeros((), dtype),
+  }
+
+
+def apply(params: dict, x, out_ndim: int, categorical: bool):
+  """Per-example sum over latents of ``MLP(x_n)``; ``x`` is batch + event (+ (K,))."""
+  features = x if categorical else x[..., None]
+  h = jnp.tanh(features @ params["w1"] + params["b1"])
+  per_latent = h @ params["w2"] + params["b2"]
+  return jnp.sum(per_latent, axis=tuple(range(out_ndim, per_latent.ndim)))

@@ -1,0 +1,143 @@
+"""REBAR and RELAX: score-function estimators with reparameterized control variates.
+
+With ``z ~ p(z | theta)``, ``b = H(z)`` and ``z~ ~ p(z | b, theta)``:
+``g = (f(b) - c(z~)) grad log p(b) + grad c(z) - grad c(z~)``, unbiased for any
+control variate ``c``. Its parameters (``cv["params"]``) are trained online by
+minimizing the estimator's variance with :meth:`Estimator.variance_loss`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from gumbax import _checks
+from gumbax.estimators import _network
+from gumbax.estimators._base import Estimator, check_int, detach, register, score_term, zero_valued
+
+__all__ = ["Rebar", "Relax"]
+
+
+class _RelaxFamily(Estimator):
+  unbiased = True
+
+  def control(self, params, z, f_detached, ndim, logits_dtype):
+    """``c(z)``: per-example control variate (``eta f(sigma_lambda(z))`` by default)."""
+    tau = jnp.exp(params["log_temperature"])
+    relaxed = self.relax(z, tau).astype(logits_dtype)
+    return params["eta"] * f_detached(relaxed)
+
+  def init(self, key, logits):
+    del key
+    logits = self._check_logits(logits)
+    _checks.check_positive_static(self.temperature, "temperature")
+    params = {"eta": jnp.asarray(self.eta, jnp.float32),
+              "log_temperature": jnp.log(jnp.asarray(self.temperature, jnp.float32))}
+    return {"params": params, "state": {}}
+
+  def surrogate(self, key, logits, f, cv):
+    params = cv["params"]
+    k_z, k_cond = jax.random.split(key)
+    z = self.perturb(k_z, logits)
+    b = self.harden(z)
+    sample = b.astype(logits.dtype)
+    ndim = self.out_ndim(f, sample)
+    fb = f(sample)
+    logp = self.log_prob(b, logits, ndim)
+    z_tilde = self.conditional(k_cond, logits, b)
+    f_det = detach(f, sample)
+    c = lambda x: self.control(params, x, f_det, ndim, logits.dtype)
+    # The score term's coefficient is constant in the logits but not in the control
+    # variate's parameters, so the variance objective can differentiate through it.
+    signal = jax.lax.stop_gradient(fb) - c(jax.lax.stop_gradient(z_tilde))
+    return fb + score_term(signal, logp) + zero_valued(c(z)) - zero_valued(c(z_tilde))
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Rebar(_RelaxFamily):
+  """REBAR: the relaxed ``f`` as control variate, ``c(z) = eta f(sigma_lambda(z))``.
+
+  ``sigma_lambda`` is the Gumbel-softmax (or sigmoid) at temperature ``lambda``;
+  ``eta`` and ``log lambda`` live in ``cv["params"]`` and are trained by the
+  variance objective. ``f`` must accept relaxed inputs. Unbiased for any ``eta``,
+  ``lambda``; 3 evaluations of ``f`` (at ``b``, ``sigma(z)``, ``sigma(z~)``).
+  Categorical and Bernoulli.
+
+  Attributes:
+    eta: initial scale of the control variate.
+    temperature: initial temperature ``lambda``.
+
+  References:
+    Tucker, Mnih, Maddison, Lawson, Sohl-Dickstein, REBAR: Low-variance, unbiased
+    gradient estimates for discrete latent variable models, 2017 (arXiv 1703.07370).
+  """
+
+  name = "rebar"
+  evaluations = "3"
+  reference = "Tucker et al. 2017"
+  eta: float = 1.0
+  temperature: float = 0.5
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Relax(_RelaxFamily):
+  """RELAX: a learned control variate ``c_phi(z)``.
+
+  By default the paper's ``c(z) = eta f(sigma_lambda(z)) + r_rho(z)`` with
+  ``r_rho`` a per-latent MLP of ``sigma_1(z)`` summed over latents (output layer
+  starting at zero). A custom network replaces it: ``network_init(key, logits) ->
+  params`` and ``network_apply(params, z) -> per-example values``, where ``z`` has
+  the logits' shape (perturbed logits). All parameters live in ``cv["params"]`` and
+  are trained by the variance objective. Unbiased for any parameters; 3
+  evaluations of ``f`` with the default network (1 with a custom one).
+  Categorical and Bernoulli.
+
+  Attributes:
+    eta: initial scale of the relaxed-``f`` term.
+    temperature: initial temperature ``lambda``.
+    hidden: width of ``r_rho``.
+    network_init: optional custom control-variate initializer.
+    network_apply: optional custom control variate.
+
+  References:
+    Grathwohl, Choi, Wu, Roeder, Duvenaud, Backpropagation through the Void:
+    Optimizing control variates for black-box gradient estimation, 2018
+    (arXiv 1711.00123).
+  """
+
+  name = "relax"
+  evaluations = "3 (1 with a custom network)"
+  reference = "Grathwohl et al. 2018"
+  eta: float = 1.0
+  temperature: float = 0.5
+  hidden: int = 16
+  network_init: Optional[Callable] = None
+  network_apply: Optional[Callable] = None
+
+  def __post_init__(self):
+    super().__post_init__()
+    check_int(self.hidden, "hidden", 1)
+    if (self.network_init is None) != (self.network_apply is None):
+      raise ValueError("Pass both `network_init` and `network_apply`, or neither.")
+
+  def init(self, key, logits):
+    k_net, k_default = jax.random.split(key)
+    logits = self._check_logits(logits)
+    if self.network_apply is not None:
+      return {"params": {"network": self.network_init(k_net, logits)}, "state": {}}
+    cv = super().init(k_default, logits)
+    in_dim = logits.shape[-1] if self.categorical else 1
+    cv["params"]["network"] = _network.init(k_net, in_dim, self.hidden)
+    return cv
+
+  def control(self, params, z, f_detached, ndim, logits_dtype):
+    if self.network_apply is not None:
+      return self.network_apply(params["network"], z)
+    residual = _network.apply(params["network"], self.relax(z, 1.0), ndim, self.categorical)
+    return super().control(params, z, f_detached, ndim, logits_dtype) + residual
+

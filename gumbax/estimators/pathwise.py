@@ -1,0 +1,198 @@
+"""Pathwise (reparameterization and straight-through) estimators.
+
+They differentiate through a relaxed sample and need ``f`` only at one point. All
+are biased (the relaxed one because ``f`` sees a relaxed input, the
+straight-through ones because the backward pass is not ``f``'s own) and have low
+variance. Each one is also a plain sampling function (``gumbax.gumbel_softmax``,
+``gumbax.straight_through``, ...) usable without ``f``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from gumbax import _checks
+from gumbax.estimators._base import Estimator, check_int, register
+from gumbax.relaxed import st_combine
+
+__all__ = ["GumbelRao", "ReinMax", "Relaxed", "StraightThrough", "StraightThroughGumbel"]
+
+
+class _Pathwise(Estimator):
+  """A pathwise estimator is ``f`` at a (straight-through) sample."""
+
+  @abc.abstractmethod
+  def sample_with_gradient(self, key, logits) -> jax.Array:
+    """The sample ``f`` sees, carrying this estimator's gradient."""
+
+  def surrogate(self, key, logits, f, cv):
+    del cv
+    sample = self.sample_with_gradient(key, logits).astype(logits.dtype)
+    self.out_ndim(f, sample)
+    return f(sample)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Relaxed(_Pathwise):
+  """Gumbel-softmax / Concrete (relaxed Bernoulli): ``f`` at the relaxed sample.
+
+  Biased (``f`` is evaluated off the discrete points, so ``f`` must accept relaxed
+  inputs); low variance; 1 evaluation of ``f``. Categorical and Bernoulli.
+
+  Attributes:
+    temperature: positive temperature (a number or an array broadcasting against
+      the logits without the category axis; pass a schedule's value per step).
+
+  References:
+    Jang, Gu, Poole, Categorical Reparameterization with Gumbel-Softmax, 2017
+    (arXiv 1611.01144); Maddison, Mnih, Teh, The Concrete Distribution, 2017
+    (arXiv 1611.00712).
+  """
+
+  name = "relaxed"
+  reference = "Jang et al. 2017; Maddison et al. 2017"
+  temperature: float = 1.0
+
+  def sample_with_gradient(self, key, logits):
+    return self.relax(self.perturb(key, logits), self.temperature)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class StraightThrough(_Pathwise):
+  """Straight-through (Bengio et al.): exact sample forward, mean's gradient backward.
+
+  The backward pass differentiates ``softmax(logits / temperature)`` (or
+  ``sigmoid``); annealing ``temperature`` gives the "annealed ST" of Jang et al.
+  Biased; 1 evaluation of ``f``. Categorical and Bernoulli.
+
+  Attributes:
+    temperature: slope of the backward softmax / sigmoid.
+
+  References:
+    Bengio, Leonard, Courville, Estimating or Propagating Gradients Through
+    Stochastic Neurons for Conditional Computation, 2013 (arXiv 1308.3432).
+  """
+
+  name = "straight_through"
+  reference = "Bengio et al. 2013"
+  temperature: float = 1.0
+
+  def sample_with_gradient(self, key, logits):
+    cdtype = _checks.compute_dtype(logits.dtype)
+    return st_combine(self.sample(key, logits), self.relax(logits.astype(cdtype), self.temperature))
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class StraightThroughGumbel(_Pathwise):
+  """Straight-through Gumbel-softmax: exact sample forward, relaxed sample's gradient.
+
+  Biased; 1 evaluation of ``f`` (at a discrete point). Categorical and Bernoulli.
+
+  Attributes:
+    temperature: temperature of the relaxed sample used in the backward pass.
+
+  References:
+    Jang, Gu, Poole, Categorical Reparameterization with Gumbel-Softmax, 2017
+    (arXiv 1611.01144).
+  """
+
+  name = "straight_through_gumbel"
+  reference = "Jang et al. 2017"
+  temperature: float = 1.0
+
+  def sample_with_gradient(self, key, logits):
+    z = self.perturb(key, logits)
+    return st_combine(self.harden(z), self.relax(z, self.temperature))
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class GumbelRao(_Pathwise):
+  """Gumbel-Rao: ST-Gumbel with its Jacobian averaged over conditional noise.
+
+  The forward sample is ``b = H(logits + g)``; the backward pass averages the relaxed
+  sample's Jacobian over ``num_samples`` perturbations drawn from ``p(z | b)``, the
+  first being the ``g`` that drew ``b`` itself (so ``num_samples=1`` is exactly
+  ST-Gumbel with the same key) and the others from
+  :func:`gumbax.conditional_gumbel`. The noise is held constant (no gradient
+  through the conditional sampler). Biased like ST-Gumbel, with no larger variance;
+  1 evaluation of ``f``. Categorical and Bernoulli.
+
+  Attributes:
+    num_samples: number of conditional perturbations K (>= 1).
+    temperature: temperature of the relaxed samples.
+
+  References:
+    Paulus, Maddison, Krause, Rao-Blackwellizing the Straight-Through Gumbel-Softmax
+    Gradient Estimator, 2021 (arXiv 2010.04838).
+  """
+
+  name = "gumbel_rao"
+  reference = "Paulus et al. 2021"
+  num_samples: int = 10
+  temperature: float = 1.0
+
+  def __post_init__(self):
+    super().__post_init__()
+    check_int(self.num_samples, "num_samples", 1)
+
+  def sample_with_gradient(self, key, logits):
+    l = logits.astype(_checks.compute_dtype(logits.dtype))
+    g = self.noise(key, logits)
+    b = self.harden(l + g)
+    noise = g[None]
+    if self.num_samples > 1:
+      keys = jax.random.split(jax.random.fold_in(key, 1), self.num_samples - 1)
+      zc = jax.vmap(self.conditional, in_axes=(0, None, None))(
+          keys, jax.lax.stop_gradient(logits), b)
+      extra = jnp.where(jnp.isneginf(l), 0.0, zc - jax.lax.stop_gradient(l))
+      noise = jnp.concatenate([noise, jax.lax.stop_gradient(extra)], axis=0)
+    soft = jax.vmap(lambda n: self.relax(l + n, self.temperature))(noise)
+    return st_combine(b, jnp.mean(soft, axis=0))
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class ReinMax(_Pathwise):
+  """ReinMax: straight-through with second-order (Heun's method) accuracy.
+
+  Forward: an exact sample ``D``. Backward: ``2 J(pi_1)^T g - J(pi_0)^T g / 2``
+  where ``J(p) = diag(p) - p p^T``, ``pi_0 = softmax(logits)`` and
+  ``pi_1 = (D + softmax(logits / temperature)) / 2``. Bernoulli variables use the
+  two-category form with logits ``(0, logit)``. Biased; 1 evaluation of ``f``.
+
+  Attributes:
+    temperature: temperature of the softmax inside ``pi_1``.
+
+  References:
+    Liu et al., Bridging Discrete and Backpropagation: Straight-Through and Beyond,
+    2023 (arXiv 2304.08612).
+  """
+
+  name = "reinmax"
+  reference = "Liu et al. 2023"
+  temperature: float = 1.0
+
+  def sample_with_gradient(self, key, logits):
+    if not self.categorical:
+      pair = jnp.stack([jnp.zeros_like(logits), logits], axis=-1)
+      cat = dataclasses.replace(self, distribution="categorical")
+      return cat.sample_with_gradient(key, pair)[..., 1]
+    l = logits.astype(_checks.compute_dtype(logits.dtype))
+    d = self.sample(key, l)
+    pi0 = jax.lax.stop_gradient(self.relax(l, 1.0))
+    pi1 = jax.lax.stop_gradient(0.5 * (d + self.relax(l, self.temperature)))
+    safe = jnp.where(jnp.isneginf(l), 0.0, l)
+    delta = safe - jax.lax.stop_gradient(safe)           # zero forward, identity backward
+
+    def jvp_softmax(p):  # (diag(p) - p p^T) delta, zero in the forward pass
+      return p * (delta - jnp.sum(p * delta, axis=-1, keepdims=True))
+
+    return d + (2.0 * jvp_softmax(pi1) - 0.5 * jvp_softmax(pi0))

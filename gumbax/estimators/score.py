@@ -1,0 +1,191 @@
+"""Score-function estimators: REINFORCE with baselines, leave-one-out, MuProp.
+
+All are unbiased: ``E[(f(b) - c) grad log p(b)] = grad E[f(b)]`` for any ``c``
+that does not depend on ``b``. The parameters ``f`` closes over get the pathwise
+gradient ``grad f(b)`` averaged over the samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from gumbax.estimators import _network
+from gumbax.estimators._base import Estimator, check_int, detach, register, score_term, zero_valued
+
+__all__ = ["MuProp", "Reinforce", "ReinforceLeaveOneOut"]
+
+BASELINES = ("none", "ema", "nvil")
+
+
+class _MultiSample(Estimator):
+  """Draws ``num_samples`` exact samples and evaluates ``f`` once per sample (vmapped)."""
+
+  def _draw(self, key, logits, f, num):
+    b = jax.vmap(lambda k: self.sample(k, logits))(jax.random.split(key, num))
+    b = b.astype(logits.dtype)
+    ndim = self.out_ndim(f, b[0])
+    fb = jax.vmap(f)(b)
+    logp = jax.vmap(lambda s: self.log_prob(s, logits, ndim))(b)
+    return fb, logp, ndim
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Reinforce(_MultiSample):
+  """REINFORCE (score function) with an optional baseline.
+
+  ``g = mean_i (f(b_i) - baseline) grad log p(b_i)`` over ``num_samples`` samples.
+  Baselines: ``"none"``; ``"ema"``, an exponential moving average of the loss kept
+  in ``cv["state"]`` and advanced by :meth:`update`; ``"nvil"``, NVIL's
+  input-dependent baseline ``c + r_psi(logits)`` (``r_psi`` a per-latent MLP of the
+  stop-gradient probabilities, summed over latents, trained by the variance
+  objective) with the learning signal divided by ``max(1, sqrt(running variance))``.
+  Unbiased (NVIL up to that positive, per-step constant scale of the logits'
+  gradient, which is 1 at initialization); ``num_samples`` evaluations of ``f``.
+  Categorical and Bernoulli.
+
+  Attributes:
+    num_samples: samples per call (>= 1), evaluated in one vmapped call of ``f``.
+    baseline: ``"none"``, ``"ema"`` or ``"nvil"``.
+    decay: moving-average decay for the ``"ema"`` and ``"nvil"`` statistics.
+    hidden: width of NVIL's baseline network.
+
+  References:
+    Williams, Simple Statistical Gradient-Following Algorithms for Connectionist
+    Reinforcement Learning, 1992; Mnih, Gregor, Neural Variational Inference and
+    Learning in Belief Networks, 2014 (arXiv 1402.0030).
+  """
+
+  name = "reinforce"
+  unbiased = True
+  evaluations = "num_samples"
+  reference = "Williams 1992; Mnih & Gregor 2014 (NVIL)"
+  num_samples: int = 1
+  baseline: str = "none"
+  decay: float = 0.99
+  hidden: int = 32
+
+  def __post_init__(self):
+    super().__post_init__()
+    check_int(self.num_samples, "num_samples", 1)
+    check_int(self.hidden, "hidden", 1)
+    if self.baseline not in BASELINES:
+      raise ValueError(f"`baseline` must be one of {list(BASELINES)}; got {self.baseline!r}.")
+    if not 0.0 <= self.decay < 1.0:
+      raise ValueError(f"`decay` must be in [0, 1); got {self.decay!r}.")
+
+  def init(self, key, logits):
+    logits = self._check_logits(logits)
+    if self.baseline == "none":
+      return {}
+    state = {"mean": jnp.zeros((), jnp.float32)}
+    if self.baseline == "ema":
+      return {"params": {}, "state": state}
+    in_dim = logits.shape[-1] if self.categorical else 1
+    network = _network.init(key, in_dim, self.hidden)
+    return {"params": {"network": network}, "state": {**state, "var": jnp.ones((), jnp.float32)}}
+
+  def _input_baseline(self, cv, logits, ndim):
+    probs = jax.lax.stop_gradient(self.mean(logits))
+    return _network.apply(cv["params"]["network"], probs, ndim, self.categorical)
+
+  def surrogate(self, key, logits, f, cv):
+    fb, logp, ndim = self._draw(key, logits, f, self.num_samples)
+    signal = jax.lax.stop_gradient(fb)
+    if self.baseline != "none":
+      signal = signal - cv["state"]["mean"]
+    if self.baseline == "nvil":
+      signal = signal - self._input_baseline(cv, logits, ndim)[None]
+      signal = signal / jnp.maximum(1.0, jnp.sqrt(cv["state"]["var"]))
+    return jnp.mean(fb + score_term(signal, logp), axis=0)
+
+  def update(self, cv, logits, loss):
+    if self.baseline == "none":
+      return cv
+    d = self.decay
+    loss = jax.lax.stop_gradient(loss)
+    if self.baseline == "nvil":
+      loss = loss - self._input_baseline(cv, logits, loss.ndim)
+    state = dict(cv["state"])
+    state["mean"] = d * state["mean"] + (1 - d) * jnp.mean(loss)
+    if self.baseline == "nvil":
+      state["var"] = d * state["var"] + (1 - d) * jnp.mean(jnp.square(loss - state["mean"]))
+    return {**cv, "state": state}
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class ReinforceLeaveOneOut(_MultiSample):
+  """REINFORCE leave-one-out (RLOO): each sample's baseline is the others' mean.
+
+  ``g = 1/(k-1) sum_i (f(b_i) - mean_j f(b_j)) grad log p(b_i)`` with ``k =
+  num_samples`` independent samples. Unbiased; ``k`` evaluations of ``f``.
+  Categorical and Bernoulli.
+
+  Attributes:
+    num_samples: k >= 2.
+
+  References:
+    Kool, van Hoof, Welling, Buy 4 REINFORCE Samples, Get a Baseline for Free!,
+    2019 (ICLR workshop DeepRLStructPred).
+  """
+
+  name = "rloo"
+  unbiased = True
+  evaluations = "num_samples"
+  reference = "Kool et al. 2019"
+  num_samples: int = 2
+
+  def __post_init__(self):
+    super().__post_init__()
+    check_int(self.num_samples, "num_samples", 2)
+
+  def surrogate(self, key, logits, f, cv):
+    del cv
+    k = self.num_samples
+    fb, logp, _ = self._draw(key, logits, f, k)
+    fc = jax.lax.stop_gradient(fb)
+    others = (jnp.sum(fc, axis=0, keepdims=True) - fc) / (k - 1)
+    return jnp.mean(fb + score_term(fc - others, logp), axis=0)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class MuProp(Estimator):
+  """MuProp: REINFORCE with a first-order Taylor control variate at the mean.
+
+  With ``mu = E[b]`` (``softmax`` / ``sigmoid`` of the logits) and
+  ``fbar(b) = f(mu) + f'(mu)^T (b - mu)``:
+  ``g = (f(b) - fbar(b)) grad log p(b) + f'(mu)^T grad mu``. ``f`` must accept
+  relaxed inputs (it is evaluated at ``mu``), and each example's output must depend
+  on that example's sample only (``f'(mu)`` is taken per example by one VJP).
+  Unbiased; 2 evaluations of ``f`` (at ``b`` and at ``mu``) and one VJP.
+  Categorical and Bernoulli.
+
+  References:
+    Gu, Levine, Sutskever, Mnih, MuProp: Unbiased Backpropagation for Stochastic
+    Neural Networks, 2016 (arXiv 1511.05176).
+  """
+
+  name = "muprop"
+  unbiased = True
+  evaluations = "2 (+1 VJP)"
+  reference = "Gu et al. 2016"
+
+  def surrogate(self, key, logits, f, cv):
+    del cv
+    b = self.sample(key, logits).astype(logits.dtype)
+    ndim = self.out_ndim(f, b)
+    fb = f(b)
+    logp = self.log_prob(b, logits, ndim)
+    mu = self.mean(logits)
+    mu_c = jax.lax.stop_gradient(mu).astype(logits.dtype)
+    f_mu, pullback = jax.vjp(detach(f, mu_c), mu_c)
+    slope = jax.lax.stop_gradient(pullback(jnp.ones_like(f_mu))[0]).astype(mu.dtype)
+    reduce = lambda x: jnp.sum(x, axis=tuple(range(ndim, x.ndim)))
+    taylor = f_mu + reduce(slope * (b - mu_c))
+    signal = jax.lax.stop_gradient(fb - taylor)
+    return fb + score_term(signal, logp) + zero_valued(reduce(slope * mu))
