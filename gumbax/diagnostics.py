@@ -1,14 +1,12 @@
 """Gradient-estimator diagnostics: mean, variance, bias, MSE, SNR and cosine over keys.
 
-Generic over any estimator written as ``grad_fn(key) -> pytree of arrays`` (one
-gradient sample per key). The samples are never stored: they are drawn in chunks of
-``chunk_size`` keys with ``jax.vmap``, a ``jax.lax.scan`` over the chunks merges
-per-chunk statistics, and on several local devices each chunk is split across them.
+Generic over any estimator written as ``grad_fn(key) -> pytree of arrays``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -52,8 +50,8 @@ class GradientStats:
     snr: per-coordinate signal-to-noise ratio ``|mean| / std``. To stay finite it is
       ``|mean| / max(std, eps * |mean|, tiny)`` with ``eps``/``tiny`` of the
       accumulation dtype: a constant non-zero coordinate gets ``1 / eps`` (about
-      8.4e6 in float32, the largest ratio float32 samples can resolve) and a
-      constant zero coordinate gets 0.
+      8.4e6 in float32; a smaller relative spread is below float32 resolution)
+      and a constant zero coordinate gets 0.
     cosine: mean over samples of ``cos(g_i, reference)``, each gradient flattened
       over all leaves; a sample (or reference) of norm 0 counts as cosine 0.
     standard_error: per-coordinate ``sqrt(variance / num_samples)``.
@@ -96,10 +94,8 @@ class GradientStats:
     } for name in self.mean}
 
 
-_FIELDS = [f.name for f in dataclasses.fields(GradientStats)]
-jax.tree_util.register_dataclass(
-    GradientStats, data_fields=[f for f in _FIELDS if f != "num_samples"],
-    meta_fields=["num_samples"])
+jax.tree_util.register_dataclass(GradientStats, meta_fields=["num_samples"], data_fields=[
+    f.name for f in dataclasses.fields(GradientStats) if f.name != "num_samples"])
 
 
 def _positive_int(value: Any, name: str, minimum: int) -> int:
@@ -114,7 +110,7 @@ def _acc_dtype(dtype: Any) -> np.dtype:
   return np.dtype(jnp.promote_types(dtype, jnp.float32))
 
 
-@jax.jit(static_argnames=("grad_fn", "num_samples", "chunk_size", "mesh"))
+@functools.partial(jax.jit, static_argnames=("grad_fn", "num_samples", "chunk_size", "mesh"))
 def _statistics(grad_fn, key, reference, *, num_samples, chunk_size, mesh):
   """One program: split keys, scan over chunks, merge with Chan's parallel update."""
   n, c = num_samples, chunk_size
@@ -132,47 +128,43 @@ def _statistics(grad_fn, key, reference, *, num_samples, chunk_size, mesh):
       chunk_keys = jax.lax.with_sharding_constraint(
           chunk_keys, NamedSharding(mesh, PartitionSpec(_AXIS)))
     grads = jax.tree.map(lambda g, z: g.astype(z.dtype), jax.vmap(grad_fn)(chunk_keys), zeros)
-    n_b = jnp.sum(mask)
+    n_b = jnp.sum(mask, dtype=jnp.int32)
     w_b = n_b / (count + n_b)  # weight of this chunk in the merged mean
-
-    def chunk_mean(x):
-      m = mask.reshape((c,) + (1,) * (x.ndim - 1))
-      return jnp.sum(jnp.where(m, x, 0), axis=0) / n_b.astype(x.dtype)
+    chunk_mean = lambda x: jnp.sum(jnp.where(mask.reshape((c,) + (1,) * (x.ndim - 1)), x, 0),
+                                   axis=0) / n_b.astype(x.dtype)
+    update = lambda acc, new: acc + (new - acc) * w_b.astype(acc.dtype)  # running mean
 
     # Shift by the first chunk's mean: deviations are O(std) even when |mean| >> std.
     shift = jax.tree.map(lambda s, g: jnp.where(i == 0, chunk_mean(g), s), shift, grads)
     dev = jax.tree.map(lambda g, s: g - s[None], grads, shift)
     mean_b = jax.tree.map(chunk_mean, dev)
     m2_b = jax.tree.map(lambda d, mb: n_b * chunk_mean(jnp.square(d - mb[None])), dev, mean_b)
-    delta = jax.tree.map(lambda mb, ma: mb - ma, mean_b, mean_d)
-    mean_d = jax.tree.map(lambda ma, dl: ma + dl * w_b.astype(dl.dtype), mean_d, delta)
+    delta = jax.tree.map(jnp.subtract, mean_b, mean_d)  # Chan et al.'s parallel merge
+    mean_d = jax.tree.map(update, mean_d, mean_b)
     m2 = jax.tree.map(lambda ma, mb, dl: ma + mb + jnp.square(dl) * (count * w_b).astype(dl.dtype),
                       m2, m2_b, delta)
     if has_ref:
-      err = jax.tree.map(lambda g, r: g - r[None], grads, reference)
-      sq = jax.tree.map(lambda a, e: a + (chunk_mean(jnp.square(e)) - a) * w_b.astype(a.dtype),
-                        sq, err)
+      sq = jax.tree.map(lambda a, g, r: update(a, chunk_mean(jnp.square(g - r[None]))),
+                        sq, grads, reference)
       per_sample = lambda t: sum(jnp.sum(x.reshape(c, -1), 1) for x in jax.tree.leaves(t))
       dot = per_sample(jax.tree.map(lambda g, r: g * r[None], grads, reference))
       g_norm = jnp.sqrt(per_sample(jax.tree.map(jnp.square, grads)))
       r_norm = jnp.sqrt(_tree_sum(jax.tree.map(jnp.square, reference)))
       ok = (g_norm > 0) & (r_norm > 0)
       cos_i = jnp.where(ok, dot / jnp.where(ok, g_norm, 1) / jnp.where(ok, r_norm, 1), 0)
-      cos = cos + (chunk_mean(cos_i) - cos) * w_b.astype(cos.dtype)
+      cos = update(cos, chunk_mean(cos_i))
     return (count + n_b, shift, mean_d, m2, sq, cos), None
 
-  cos0 = jnp.zeros((), _tree_sum(zeros).dtype)
-  init = (jnp.zeros((), jnp.int32), zeros, zeros, zeros, zeros if has_ref else None,
-          cos0 if has_ref else None)
+  cos0 = jnp.zeros((), _tree_sum(zeros).dtype) if has_ref else None
+  init = (jnp.zeros((), jnp.int32), zeros, zeros, zeros, zeros if has_ref else None, cos0)
   (_, shift, mean_d, m2, sq, cos), _ = jax.lax.scan(body, init, jnp.arange(-(-n // c)))
 
   mean = jax.tree.map(jnp.add, shift, mean_d)
   variance = jax.tree.map(lambda x: x / (n - 1), m2)
 
-  def snr(m, v):
+  def snr(m, v):  # |m| / max(std, eps |m|, tiny): finite, 0 for 0/0, 1/eps for x/0
     info = jnp.finfo(m.dtype)
-    denominator = jnp.maximum(jnp.maximum(jnp.sqrt(v), info.eps * jnp.abs(m)), info.tiny)
-    return jnp.abs(m) / denominator
+    return jnp.abs(m) / jnp.maximum(jnp.maximum(jnp.sqrt(v), info.eps * jnp.abs(m)), info.tiny)
 
   bias = squared_bias = mse = None
   if has_ref:  # (shift - reference) first: exact when close, so small biases stay accurate
@@ -188,15 +180,16 @@ def _statistics(grad_fn, key, reference, *, num_samples, chunk_size, mesh):
 
 
 def _check_reference(reference: PyTree, shapes: PyTree) -> PyTree:
+  """Checks ``reference`` against one gradient's shapes; casts it to their dtypes."""
   want, got = jax.tree.structure(shapes), jax.tree.structure(reference)
   if want != got:
     raise ValueError(
         f"`reference` must have the structure of one gradient sample, {want}; got {got}.")
-  for path, s, r in zip(jax.tree_util.tree_flatten_with_path(shapes)[0], jax.tree.leaves(shapes),
-                        jax.tree.leaves(reference)):
+  for (path, s), r in zip(jax.tree_util.tree_flatten_with_path(shapes)[0],
+                          jax.tree.leaves(reference)):
     if np.shape(r) != s.shape:
       raise ValueError(
-          f"`reference` leaf {jax.tree_util.keystr(path[0])} must have the gradient's shape "
+          f"`reference` leaf {jax.tree_util.keystr(path)} must have the gradient's shape "
           f"{s.shape}; got {np.shape(r)}.")
   return jax.tree.map(lambda r, s: jnp.asarray(r, dtype=_acc_dtype(s.dtype)), reference, shapes)
 
@@ -230,20 +223,20 @@ def gradient_statistics(grad_fn: Callable[[ArrayLike], PyTree], key: ArrayLike,
   """Mean, variance, bias, MSE, SNR and cosine of a stochastic gradient estimator.
 
   ``key`` is split into ``num_samples`` keys with ``jax.random.split`` and
-  ``grad_fn`` is evaluated once per key, so the result depends on ``chunk_size``
-  and the number of devices only through float rounding. The samples are drawn
-  ``chunk_size`` at a time with ``jax.vmap`` inside one ``jax.lax.scan`` (the tail
-  chunk is padded and masked) and never stored: memory is O(chunk_size x gradient
-  size) plus 8 bytes per key. Each chunk's statistics are computed in two passes
-  around a shift (the first chunk's mean) and merged with Chan et al.'s parallel
-  update, so the variance stays accurate when ``|mean| >> std``. With several local
-  devices every chunk's keys are split across all of them (``chunk_size`` is
-  rounded up to a multiple of the device count).
+  ``grad_fn`` runs once per key, so results depend on ``chunk_size`` and the device
+  count only through float rounding. Samples are drawn ``chunk_size`` at a time with
+  ``jax.vmap`` in a ``jax.lax.scan`` (the last chunk is padded with repeats of the
+  last key and masked) and never stored: memory is O(chunk_size x gradient size)
+  plus 8 bytes per key. Each chunk's statistics are taken in two passes around a
+  shift (the first chunk's mean) and merged with Chan et al.'s parallel update, so
+  the variance stays accurate when ``|mean| >> std``. With several local devices
+  each chunk's keys are split across all of them (``chunk_size`` is rounded up to
+  a multiple of the device count).
 
-  This is a Python function that validates its static arguments eagerly and runs
-  one jitted program, compiled once per ``grad_fn`` object, ``num_samples`` and
-  ``chunk_size``. It may itself be called inside ``jax.jit`` or ``jax.vmap`` (with
-  a traced ``key`` and ``reference``).
+  A Python function: it validates static arguments eagerly and runs one jitted
+  program, compiled once per ``grad_fn`` object (pass the same function, not a new
+  lambda, to reuse it), ``num_samples`` and ``chunk_size``. It can be called inside
+  ``jax.jit`` or ``jax.vmap`` with a traced ``key`` and ``reference``.
 
   Args:
     grad_fn: ``key -> pytree of arrays``, one gradient sample per key; must be

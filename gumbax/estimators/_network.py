@@ -24,6 +24,7 @@ def init(key, in_dim: int, hidden: int, dtype=jnp.float32) -> dict:
 def apply(params: dict, x, out_ndim: int, categorical: bool):
   """Per-example sum over latents of ``MLP(x_n)``; ``x`` is batch + event (+ (K,))."""
   features = x if categorical else x[..., None]
-  h = jnp.tanh(features @ params["w1"] + params["b1"])
+  pre = features @ params["w1"]
+  h = jnp.tanh(pre + params["b1"].reshape((1,) * (pre.ndim - 1) + (-1,)))
   per_latent = h @ params["w2"] + params["b2"]
   return jnp.sum(per_latent, axis=tuple(range(out_ndim, per_latent.ndim)))

@@ -20,7 +20,7 @@ __all__ = ["Exact"]
 class Exact(Estimator):
   """Exact expectation and gradient by enumerating every configuration.
 
-  The surrogate is ``sum_b p(b) f(b)`` over all ``K^N`` configurations of each
+  Unbiased and with zero variance: the ground truth. The surrogate is ``sum_b p(b) f(b)`` over all ``K^N`` configurations of each
   example's ``N`` latents (``2^N`` for Bernoulli), so its value is the expectation
   and its gradient the exact gradient, for the logits and for what ``f`` closes
   over. ``f`` is evaluated once per configuration (vmapped); it must treat examples

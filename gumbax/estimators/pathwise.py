@@ -152,7 +152,8 @@ class GumbelRao(_Pathwise):
       keys = jax.random.split(jax.random.fold_in(key, 1), self.num_samples - 1)
       zc = jax.vmap(self.conditional, in_axes=(0, None, None))(
           keys, jax.lax.stop_gradient(logits), b)
-      extra = jnp.where(jnp.isneginf(l), 0.0, zc - jax.lax.stop_gradient(l))
+      lc = jax.lax.stop_gradient(l)[None]
+      extra = jnp.where(jnp.isneginf(lc), 0.0, zc - lc)
       noise = jnp.concatenate([noise, jax.lax.stop_gradient(extra)], axis=0)
     soft = jax.vmap(lambda n: self.relax(l + n, self.temperature))(noise)
     return st_combine(b, jnp.mean(soft, axis=0))
