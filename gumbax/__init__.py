@@ -1,5 +1,7 @@
 """gumbax: Gumbel noise, relaxed sampling and gradient estimators for discrete variables in JAX."""
 
+from gumbax import diagnostics
+from gumbax import estimators
 from gumbax.densities import binary_concrete_log_prob
 from gumbax.densities import binary_concrete_logit_log_prob
 from gumbax.densities import concrete_log_prob
@@ -19,6 +21,8 @@ from gumbax.relaxed import straight_through
 __version__ = "0.1.0"
 
 __all__ = [
+    "diagnostics",
+    "estimators",
     "binary_concrete_log_prob",
     "binary_concrete_logit_log_prob",
     "concrete_log_prob",

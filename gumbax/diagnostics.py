@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
-__all__ = ["GradientStats", "gradient_statistics"]
+__all__ = ["GradientStats", "estimator_statistics", "gradient_statistics"]
 
 PyTree = Any
 _AXIS = "samples"
@@ -256,7 +256,7 @@ def gradient_statistics(grad_fn: Callable[[ArrayLike], PyTree], key: ArrayLike,
     >>> def grad_fn(key):  # REINFORCE for d/dtheta E[b], b ~ Bernoulli(sigmoid(theta))
     ...   b = jax.random.bernoulli(key, jax.nn.sigmoid(theta)).astype(jnp.float32)
     ...   return b * (b - jax.nn.sigmoid(theta))
-    >>> stats = gumbax.gradient_statistics(grad_fn, jax.random.key(0), 10_000)
+    >>> stats = gumbax.diagnostics.gradient_statistics(grad_fn, jax.random.key(0), 10_000)
     >>> stats.mean, stats.variance, stats.snr
 
   References:
@@ -269,3 +269,52 @@ def gradient_statistics(grad_fn: Callable[[ArrayLike], PyTree], key: ArrayLike,
   """
   return _gradient_statistics(grad_fn, key, num_samples, reference, chunk_size,
                               tuple(jax.local_devices()))
+
+
+def estimator_statistics(estimator, key: ArrayLike, logits: ArrayLike, f: Callable,
+                         cv: dict | None = None, *, num_samples: int = 10_000,
+                         reference: Any = "exact", chunk_size: int = 1024) -> GradientStats:
+  """:func:`gradient_statistics` of an estimator's gradient for the logits.
+
+  Each sample is ``jax.grad`` of the summed surrogate ``estimator(key_i, logits, f,
+  cv)`` with respect to ``logits``.
+
+  Args:
+    estimator: a :class:`gumbax.estimators.Estimator` (or a registry name).
+    key: a PRNG key.
+    logits: the logits at which to study the estimator.
+    f: the loss, as in the estimator contract.
+    cv: the estimator's control variate (``estimator.init`` or trained).
+    num_samples: number of gradient samples.
+    reference: ``"exact"`` (enumeration with the ``exact`` estimator; raises
+      ``ValueError`` when the problem is too large), an array of the logits' shape,
+      or None.
+    chunk_size: samples evaluated at once.
+
+  Returns:
+    A :class:`GradientStats` for the logits' gradient.
+
+  Example:
+    >>> stats = gumbax.diagnostics.estimator_statistics("rloo", key, logits, f)
+    >>> stats.total_variance, stats.squared_bias
+
+  References:
+    Tucker et al., REBAR, 2017 (arXiv 1703.07370); Grathwohl et al., Backpropagation
+    through the Void, 2018 (arXiv 1711.00123).
+  """
+  from gumbax import estimators  # a sibling module; imported here to keep import order flat
+
+  if isinstance(estimator, str):
+    estimator = estimators.get(estimator)
+  logits = jnp.asarray(logits)
+  if isinstance(reference, str):
+    if reference != "exact":
+      raise ValueError(f"`reference` must be 'exact', an array or None; got {reference!r}.")
+    exact = estimators.get("exact", distribution=estimator.distribution)
+    reference = jax.grad(lambda l: jnp.sum(exact(key, l, f)))(logits)
+
+  def grad_fn(k):
+    return jax.grad(lambda l: jnp.sum(estimator(k, l, f, cv)))(logits)
+
+  return gradient_statistics(grad_fn, key, num_samples, reference=reference,
+                             chunk_size=chunk_size)
