@@ -336,6 +336,10 @@ def _f(b):
      ValueError, ["prefix", "(2, 4)"]),
     (lambda: estimators.get("relaxed")(jax.random.key(0), jnp.zeros(4, jnp.int32), _f),
      TypeError, ["logits", "int32"]),
+    (lambda: estimators.get("rebar")(jax.random.key(0), jnp.zeros((2, 3, 4)), _f), ValueError,
+     ["rebar", "est.init(key, logits)"]),
+    (lambda: estimators.get("reinforce", baseline="nvil")(jax.random.key(0), jnp.zeros((2, 3, 4)),
+                                                          _f), ValueError, ["control variate"]),
 ])
 def test_bad_input_errors(call, exc, words):
   if exc is None:

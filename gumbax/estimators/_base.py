@@ -129,7 +129,17 @@ class Estimator(abc.ABC):
       An array of ``f``'s output shape.
     """
     logits = self._check_logits(logits)
-    return self.surrogate(key, logits, f, {} if cv is None else cv)
+    cv = {} if cv is None else cv
+    if self.needs_cv and not cv:
+      raise ValueError(
+          f"Estimator {self.name!r} needs its control variate: pass "
+          "`cv = est.init(key, logits)` (and keep the one returned by training).")
+    return self.surrogate(key, logits, f, cv)
+
+  @property
+  def needs_cv(self) -> bool:
+    """Whether :meth:`__call__` needs the ``cv`` that :meth:`init` returns."""
+    return False
 
   @abc.abstractmethod
   def surrogate(self, key, logits, f, cv) -> jax.Array:

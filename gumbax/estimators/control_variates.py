@@ -23,6 +23,7 @@ __all__ = ["Rebar", "Relax"]
 
 class _RelaxFamily(Estimator):
   unbiased = True
+  needs_cv = True
 
   def control(self, params, z, f_detached, ndim, logits_dtype):
     """``c(z)``: per-example control variate (``eta f(sigma_lambda(z))`` by default)."""

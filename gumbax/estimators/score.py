@@ -77,6 +77,10 @@ class Reinforce(_MultiSample):
     if not 0.0 <= self.decay < 1.0:
       raise ValueError(f"`decay` must be in [0, 1); got {self.decay!r}.")
 
+  @property
+  def needs_cv(self):
+    return self.baseline != "none"
+
   def init(self, key, logits):
     logits = self._check_logits(logits)
     if self.baseline == "none":
