@@ -24,8 +24,8 @@ __all__ = [
 ]
 
 
-def _prepare(sample, logits, temperature, axis, sample_name):
-  """Validates and broadcasts a categorical sample, logits and a temperature."""
+def _broadcast(sample, logits, sample_name):
+  """Validates a sample and logits; returns them, their broadcast shape, compute dtype."""
   sample = jnp.asarray(sample)
   logits = jnp.asarray(logits)
   _checks.float_dtype(sample, sample_name)
@@ -37,6 +37,12 @@ def _prepare(sample, logits, temperature, axis, sample_name):
     raise ValueError(
         f"`{sample_name}` of shape {sample.shape} and `logits` of shape {logits.shape} "
         "do not broadcast against each other.") from None
+  return sample, logits, tuple(shape), cdtype
+
+
+def _prepare(sample, logits, temperature, axis, sample_name):
+  """Validates and broadcasts a categorical sample, logits and a temperature."""
+  sample, logits, shape, cdtype = _broadcast(sample, logits, sample_name)
   axis = _checks.category_axis(axis, len(shape), sample_name)
   if sample.ndim != len(shape) or logits.ndim != len(shape) or (
       sample.shape[axis] != logits.shape[axis]):
@@ -134,17 +140,7 @@ def concrete_log_prob(y: ArrayLike, logits: ArrayLike, temperature, *,
 
 
 def _prepare_binary(sample, logits, temperature, sample_name):
-  sample = jnp.asarray(sample)
-  logits = jnp.asarray(logits)
-  _checks.float_dtype(sample, sample_name)
-  _checks.float_dtype(logits, "logits")
-  cdtype = _checks.compute_dtype(jnp.promote_types(sample.dtype, logits.dtype))
-  try:
-    shape = np.broadcast_shapes(sample.shape, logits.shape)
-  except ValueError:
-    raise ValueError(
-        f"`{sample_name}` of shape {sample.shape} and `logits` of shape {logits.shape} "
-        "do not broadcast against each other.") from None
+  sample, logits, shape, cdtype = _broadcast(sample, logits, sample_name)
   tau = _checks.temperature_array(temperature, shape, cdtype)
   return (jnp.broadcast_to(sample.astype(cdtype), shape),
           jnp.broadcast_to(logits.astype(cdtype), shape), tau)
