@@ -2,6 +2,9 @@
 
 from gumbax import diagnostics
 from gumbax import estimators
+from gumbax import linen
+from gumbax import nnx
+from gumbax import schedules
 from gumbax.densities import binary_concrete_log_prob
 from gumbax.densities import binary_concrete_logit_log_prob
 from gumbax.densities import concrete_log_prob
@@ -21,13 +24,13 @@ from gumbax.relaxed import straight_through
 __version__ = "0.1.0"
 
 __all__ = [
-    "diagnostics",
-    "estimators",
     "binary_concrete_log_prob",
     "binary_concrete_logit_log_prob",
     "concrete_log_prob",
     "conditional_gumbel",
     "conditional_logistic",
+    "diagnostics",
+    "estimators",
     "exp_concrete_log_prob",
     "gumbel",
     "gumbel_cdf",
@@ -35,7 +38,10 @@ __all__ = [
     "gumbel_max",
     "gumbel_softmax",
     "gumbel_top_k",
+    "linen",
     "log_gumbel_softmax",
+    "nnx",
     "relaxed_bernoulli",
+    "schedules",
     "straight_through",
 ]

@@ -20,6 +20,11 @@ import numpy as np
 # temperature's gradient (0 * inf would be NaN).
 SCORE_FLOOR = 1e30
 
+# Temperatures below this (and traced non-positive or NaN ones) are read as it: the
+# relaxed sample is then the hard one-hot and no gradient overflows (1/tau^2 stays
+# finite in float32).
+MIN_TEMPERATURE = 1e-10
+
 
 def float_dtype(x: jax.Array, name: str) -> np.dtype:
   """Returns the dtype of ``x`` after checking that it is floating point."""
@@ -116,9 +121,10 @@ def temperature_array(temperature: Any, batch_shape: tuple[int, ...],
 
   Returns:
     The temperature in ``dtype`` with rank ``len(batch_shape)`` (size-1 dimensions
-    are left unbroadcast, so a scalar costs nothing per element). Non-positive or
-    NaN (traced) entries are replaced by the smallest positive normal number, so
-    the relaxed sample becomes the hard one and no NaN appears.
+    are left unbroadcast, so a scalar costs nothing per element). Entries below
+    ``MIN_TEMPERATURE`` (1e-10), traced non-positive and NaN ones included, are
+    replaced by it and get zero gradient, so the relaxed sample becomes the hard one
+    and no NaN or inf appears.
   """
   check_positive_static(temperature, "temperature")
   tau = jnp.asarray(temperature)
@@ -137,5 +143,5 @@ def temperature_array(temperature: Any, batch_shape: tuple[int, ...],
         f"`temperature` of shape {tau.shape} would enlarge the sample beyond the logits' "
         f"shape without the category axis, {batch_shape}.")
   tau = _upcast_saturating_grad(tau, dtype) if tau.dtype.itemsize < 4 else tau.astype(dtype)
-  tau = jnp.where(tau > 0, tau, jnp.finfo(dtype).tiny)
+  tau = jnp.where(tau > MIN_TEMPERATURE, tau, MIN_TEMPERATURE)
   return tau.reshape((1,) * (len(batch_shape) - tau.ndim) + tau.shape)

@@ -100,9 +100,10 @@ def gumbel_softmax(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
   ``-inf`` logits mark masked categories: they get exactly 0 and zero gradient.
   ``temperature`` may be a Python number (must be > 0, else ``ValueError``) or an
   array broadcasting against the logits' shape without the category axis
-  (per-example or per-latent, learnable; gradients flow to it). A traced
-  temperature that is <= 0 or NaN acts as the limit ``temperature -> 0+``: the
-  output is the one-hot argmax and nothing is NaN.
+  (per-example or per-latent, learnable; gradients flow to it). Temperatures below
+  1e-10, including traced ones that are <= 0 or NaN, act as 1e-10, i.e. the limit
+  ``temperature -> 0+``: the output is the one-hot argmax, the temperature gets no
+  gradient, and nothing is NaN.
 
   Args:
     key: a PRNG key (typed or legacy uint32).
@@ -165,9 +166,15 @@ def log_gumbel_softmax(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
   """
   logits, dtype = _checks.as_logits(logits)
   axis = _checks.category_axis(axis, logits.ndim)
-  x = _tempered_scores(perturb(key, logits, dtype), temperature, axis)
+  scores = perturb(key, logits, dtype)
+  x = _tempered_scores(scores, temperature, axis)
   x = x - jnp.log(jnp.sum(jnp.exp(x), axis=axis, keepdims=True))
-  return jnp.maximum(x, jnp.finfo(dtype).min).astype(dtype)
+  # Masked categories (and scores beyond the clamp) hold no information: give them
+  # the dtype's most negative value and no gradient.
+  shift = jax.lax.stop_gradient(jnp.max(scores, axis=axis, keepdims=True))
+  far = jax.lax.stop_gradient(scores - shift) <= -_checks.SCORE_FLOOR
+  lowest = jnp.finfo(dtype).min
+  return jnp.where(far, lowest, jnp.maximum(x, lowest)).astype(dtype)
 
 
 def straight_through(key: ArrayLike, logits: ArrayLike, *, temperature=1.0,
@@ -215,8 +222,8 @@ def relaxed_bernoulli(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
   logits' dtype. With ``hard=True`` the forward value is exactly ``1[logits + L > 0]``
   (a Bernoulli(sigmoid(logits)) sample) and the gradient is that of the soft sample.
   ``temperature`` is a Python number > 0 or an array broadcasting to the logits'
-  shape; a traced temperature <= 0 or NaN acts as ``temperature -> 0+`` (the hard
-  sample, no NaN).
+  shape; temperatures below 1e-10 (traced ones <= 0 or NaN included) act as 1e-10
+  (the hard sample, no NaN).
 
   Args:
     key: a PRNG key.

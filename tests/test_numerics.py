@@ -179,3 +179,14 @@ def test_traced_nonpositive_temperature_is_the_hard_limit():
     np.testing.assert_array_equal(g[1], 0.0)
     yb = jax.jit(gumbax.relaxed_bernoulli)(key, logits[0], jnp.array(bad))
     assert _finite(yb) and bool(jnp.all((yb == 0) | (yb == 1)))
+
+
+def test_tiny_positive_temperatures_have_finite_gradients():
+  logits = jnp.array([[0.3, -1.0, 2.0], [0.0, 0.1, -jnp.inf]])
+  w = jnp.array([[1.0, -2.0, 0.5]])
+  key = jax.random.key(0)
+  for tau in (1e-20, 1e-12, 1e-9, 1e-6):
+    g = jax.grad(lambda t: jnp.sum(gumbax.gumbel_softmax(key, logits, t) * w), )(tau)
+    gl = jax.grad(lambda t: jnp.sum(gumbax.log_gumbel_softmax(key, logits, t) * w))(tau)
+    gb = jax.grad(lambda t: jnp.sum(gumbax.relaxed_bernoulli(key, logits[0], t)))(tau)
+    assert _finite((g, gl, gb)), tau

@@ -1,0 +1,86 @@
+"""Temperature schedules: values against hand computation, jit/vmap, validation."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gumbax import schedules
+
+# (schedule, {step: value computed by hand})
+CASES = {
+    "jang": (
+        schedules.exponential_annealing(1.0, 3e-5, 0.5, 1000),
+        {0: 1.0, 999: 1.0, 1000: math.exp(-0.03), 2500: math.exp(-0.06),
+         22_999: math.exp(-0.66), 30_000: 0.5, -5: 1.0}),
+    "every_step": (
+        schedules.exponential_annealing(2.0, 0.1, 0.1, 1),
+        {0: 2.0, 1: 2.0 * math.exp(-0.1), 10: 2.0 * math.exp(-1.0), 100: 0.1}),
+    "linear": (
+        schedules.linear(1.0, 0.2, transition_steps=10, transition_begin=5),
+        {0: 1.0, 5: 1.0, 10: 0.6, 14: 0.28, 15: 0.2, 1000: 0.2}),
+    "linear_up": (schedules.linear(0.5, 1.5, 4), {0: 0.5, 1: 0.75, 4: 1.5, 9: 1.5}),
+    "cosine": (
+        schedules.cosine(2.0, 0.5, 10),
+        {0: 2.0, 2: 0.5 + 0.75 * (1 + math.cos(0.2 * math.pi)), 5: 1.25, 10: 0.5, 20: 0.5}),
+    "constant": (schedules.constant(0.3), {0: 0.3, 7: 0.3, 10**6: 0.3}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_values_at_chosen_steps(name):
+  schedule, expected = CASES[name]
+  for step, value in expected.items():
+    got = schedule(step)
+    assert got.dtype == jnp.float32 and got.shape == ()
+    np.testing.assert_allclose(float(got), value, rtol=1e-6, err_msg=f"{name} at step {step}")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_traced_steps_under_jit_and_vmap(name):
+  schedule, expected = CASES[name]
+  steps = np.array(sorted(expected), np.int32)
+  want = np.array([expected[s] for s in steps], np.float32)
+  traces = []
+  jitted = jax.jit(lambda step: traces.append(step) or schedule(step))
+  got = np.array([float(jitted(jnp.int32(s))) for s in steps])
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  assert len(traces) == 1 and isinstance(traces[0], jax.core.Tracer)   # one trace, any step
+  np.testing.assert_allclose(jax.jit(jax.vmap(schedule))(steps), want, rtol=1e-6)
+  batch = schedule(steps.reshape(2, -1) if steps.size % 2 == 0 else steps)
+  assert batch.dtype == jnp.float32 and batch.size == steps.size
+
+
+def test_inside_a_scanned_training_loop():
+  schedule = schedules.exponential_annealing(1.0, 0.5, 0.2, 2)
+
+  def body(carry, step):
+    return carry + schedule(step), schedule(step)
+
+  total, values = jax.jit(lambda: jax.lax.scan(body, 0.0, jnp.arange(6)))()
+  want = [1.0, 1.0, math.exp(-1.0), math.exp(-1.0), 0.2, 0.2]
+  np.testing.assert_allclose(values, want, rtol=1e-6)
+  np.testing.assert_allclose(total, sum(want), rtol=1e-6)
+
+
+@pytest.mark.parametrize("factory, kwargs, argument", [
+    (schedules.exponential_annealing, {"init_value": 0.0}, "init_value"),
+    (schedules.exponential_annealing, {"floor": -0.5}, "floor"),
+    (schedules.exponential_annealing, {"rate": -1e-3}, "rate"),
+    (schedules.exponential_annealing, {"every": 0}, "every"),
+    (schedules.exponential_annealing, {"every": 2.5}, "every"),
+    (schedules.linear, {"init_value": 1.0, "end_value": 0.0, "transition_steps": 5}, "end_value"),
+    (schedules.linear, {"init_value": 1.0, "end_value": 0.5, "transition_steps": 0},
+     "transition_steps"),
+    (schedules.linear, {"init_value": 1.0, "end_value": 0.5, "transition_steps": 5,
+                        "transition_begin": -1}, "transition_begin"),
+    (schedules.cosine, {"init_value": float("nan"), "end_value": 0.5, "decay_steps": 5},
+     "init_value"),
+    (schedules.cosine, {"init_value": 1.0, "end_value": 0.5, "decay_steps": True}, "decay_steps"),
+    (schedules.constant, {"value": -1.0}, "value"),
+])
+def test_invalid_arguments_are_named(factory, kwargs, argument):
+  with pytest.raises(ValueError, match=f"`{argument}`"):
+    factory(**kwargs)
