@@ -72,8 +72,12 @@ def exp_concrete_log_prob(x: ArrayLike, logits: ArrayLike, temperature, *,
   """Log-density of an ExpConcrete sample (the log of a Concrete sample).
 
   ``log p(x) = log Gamma(k) + (k-1) log tau + sum_i (logits_i - tau x_i)
-  - k logsumexp(logits - tau x)``, with respect to Lebesgue measure on the first
-  ``k - 1`` coordinates of ``x``. Stable at any temperature. Masked categories
+  - k logsumexp(logits - tau x)``, the standard ExpConcrete log-density of Maddison
+  et al. (also TFP's and PyTorch's). Its base measure is ``exp(-x_k) dx_1 ...
+  dx_{k-1}``: the Lebesgue density of the first ``k - 1`` coordinates is
+  ``exp_concrete_log_prob(x) - x_k``, and
+  ``concrete_log_prob(y) = exp_concrete_log_prob(log y) - sum_i log y_i``.
+  Differences of log-densities (KL terms) are unaffected. Stable at any temperature. Masked categories
   (``-inf`` logits) are left out, and ``k`` counts the unmasked ones. KL divergences
   between relaxed distributions are invariant under ``x -> exp(x)``, so compute them
   with this density on :func:`gumbax.log_gumbel_softmax` samples.
