@@ -240,6 +240,7 @@ def conditional_gumbel(key: ArrayLike, logits: ArrayLike, sample: ArrayLike, *,
   # with the maximum; keep every other coordinate strictly below it.
   top = jnp.max(jnp.where(chosen, z, -jnp.inf), axis=axis, keepdims=True)
   below = jnp.nextafter(jax.lax.stop_gradient(top), jnp.asarray(-jnp.inf, dtype))
+  below = jnp.maximum(below, jnp.finfo(dtype).min)   # a maximum of -max stays finite
   return jnp.where(chosen, z, jnp.minimum(z, below))
 
 
