@@ -5,7 +5,6 @@ compares every gradient coordinate's Monte Carlo mean with the exact gradient us
 the measured standard error and a Bonferroni-corrected normal threshold.
 """
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -144,7 +143,6 @@ def test_exact_matches_hand_computation():
 
 def test_gumbel_rao_with_one_sample_is_st_gumbel_bit_for_bit():
   for distribution, shape in (("categorical", (4, 3, 5)), ("bernoulli", (4, 6))):
-    _, _, params, _ = None, None, None, None
     logits = jax.random.normal(jax.random.key(1), shape)
     w = jax.random.normal(jax.random.key(2), shape)
     f = lambda b: jnp.sum(jnp.sin(b * w), axis=tuple(range(1, b.ndim)))

@@ -273,10 +273,6 @@ def zero_valued(x) -> jax.Array:
   return x - jax.lax.stop_gradient(x)
 
 
-def split_keys(key, num: int) -> jax.Array:
-  return jax.random.split(key, num)
-
-
 def check_int(value, name: str, minimum: int) -> None:
   if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
     raise ValueError(f"`{name}` must be an int >= {minimum}; got {value!r}.")

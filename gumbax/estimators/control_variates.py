@@ -14,7 +14,6 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from gumbax import _checks
 from gumbax.estimators import _network
 from gumbax.estimators._base import Estimator, check_int, detach, register, score_term, zero_valued
 
@@ -34,7 +33,6 @@ class _RelaxFamily(Estimator):
   def init(self, key, logits):
     del key
     logits = self._check_logits(logits)
-    _checks.check_positive_static(self.temperature, "temperature")
     params = {"eta": jnp.asarray(self.eta, jnp.float32),
               "log_temperature": jnp.log(jnp.asarray(self.temperature, jnp.float32))}
     return {"params": params, "state": {}}

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from gumbax.estimators import _network
-from gumbax.estimators._base import Estimator, check_int, detach, register, score_term, zero_valued
+from gumbax.estimators._base import Estimator, check_int, register, score_term, zero_valued
 
 __all__ = ["MuProp", "Reinforce", "ReinforceLeaveOneOut"]
 
@@ -187,7 +187,8 @@ class MuProp(Estimator):
     logp = self.log_prob(b, logits, ndim)
     mu = self.mean(logits)
     mu_c = jax.lax.stop_gradient(mu).astype(logits.dtype)
-    f_mu, pullback = jax.vjp(detach(f, mu_c), mu_c)
+    # Only constants come out of f(mu): its value and slope enter stopped.
+    f_mu, pullback = jax.vjp(f, mu_c)
     slope = jax.lax.stop_gradient(pullback(jnp.ones_like(f_mu))[0]).astype(mu.dtype)
     reduce = lambda x: jnp.sum(x, axis=tuple(range(ndim, x.ndim)))
     taylor = f_mu + reduce(slope * (b - mu_c))
