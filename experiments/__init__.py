@@ -1,0 +1,1 @@
+"""Config-driven experiments built on gumbax: tasks, runner and reporting."""

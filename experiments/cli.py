@@ -1,0 +1,121 @@
+"""``python -m experiments``: run configs, list what exists, rebuild reports."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+DESCRIPTION = """\
+Config-driven experiments with gumbax estimators.
+
+  python -m experiments run configs/quickstart.yaml [key=value ...] [--out DIR]
+      Validate the YAML config (and the dotted key=value overrides, e.g.
+      train.steps=200 sweep.seeds=[0,1] estimator=rloo), then train every sweep
+      member (tasks x estimators x temperatures x learning rates x seeds) into the
+      run folder (default runs/NAME). Running again on the same folder resumes from
+      the last checkpoint and skips finished members. `run RUN_DIR` resumes a run.
+      Writes: config.yaml, members/*/metrics.jsonl, members/*/summary.json,
+      table.md, table.csv and plots/*.png.
+
+  python -m experiments list
+      The configs in configs/, the tasks, the estimators and the schedules.
+
+  python -m experiments report RUN_DIR [RUN_DIR ...] [--out DIR]
+      Rebuild the comparison table and the plots from finished (or running) runs.
+
+Data: MNIST is read from $GUMBAX_DATA_DIR (default ~/.cache/gumbax/mnist) and
+downloaded from public mirrors when missing (data.download: false to forbid).
+Multi-host: call jax.distributed.initialize() in every process before `run`;
+the batch axis is sharded over jax.devices(), every device of every host.
+"""
+
+
+def _configs_dir() -> pathlib.Path:
+  here = pathlib.Path.cwd() / "configs"
+  return here if here.is_dir() else pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="python -m experiments", description=DESCRIPTION,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report}")
+  run = sub.add_parser("run", help="train every member of a config (resumes an existing run)",
+                       description="Train every sweep member of CONFIG; see `python -m experiments -h`.")
+  run.add_argument("config", help="a YAML config, or an existing run folder to resume")
+  run.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted overrides, values parsed as YAML (train.steps=100)")
+  run.add_argument("--out", help="run folder (default: runs/NAME)")
+  run.add_argument("--no-progress", action="store_true", help="no progress bar")
+  run.add_argument("--no-report", action="store_true", help="skip the table and plots at the end")
+  sub.add_parser("list", help="configs, tasks, estimators and schedules")
+  report = sub.add_parser("report", help="rebuild tables and plots from run folders")
+  report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+  report.add_argument("--out", help="output folder (default: the run folder; required for several)")
+  return parser
+
+
+def _run(args) -> int:
+  from experiments import config as cfg_lib
+  from experiments import report, runner
+  source = pathlib.Path(args.config)
+  if source.is_dir():
+    if not (source / "config.yaml").exists():
+      raise cfg_lib.ConfigError(f"{source} is a folder without config.yaml: not a run folder.")
+    config = cfg_lib.load(source / "config.yaml", args.overrides)
+    out = pathlib.Path(args.out) if args.out else source
+  else:
+    config = cfg_lib.load(source, args.overrides)
+    out = pathlib.Path(args.out) if args.out else pathlib.Path("runs") / config.name
+  print(f"run folder: {out}", file=sys.stderr)
+  runner.run(config, out, progress=not args.no_progress)
+  if not args.no_report:
+    result = report.report([out])
+    print(pathlib.Path(result["table_md"]).read_text())
+  return 0
+
+
+def _list() -> int:
+  import yaml
+  import gumbax
+  from experiments import config as cfg_lib
+  print("Configs (" + str(_configs_dir()) + "):")
+  for path in sorted(_configs_dir().glob("*.yaml")):
+    try:
+      description = (yaml.safe_load(path.read_text()) or {}).get("description", "")
+    except yaml.YAMLError:
+      description = "(invalid YAML)"
+    print(f"  {path.name:40s} {str(description).strip().splitlines()[0] if description else ''}")
+  print("\nTasks: " + ", ".join(cfg_lib.TASKS))
+  print("\nEstimators (name: distributions, unbiased, f evaluations, reference):")
+  for name in gumbax.estimators.names():
+    cls = type(gumbax.estimators.get(name))
+    print(f"  {name:24s} {'/'.join(cls.distributions):22s} "
+          f"{'unbiased' if cls.unbiased else 'biased':9s} {cls.evaluations:8s} {cls.reference}")
+  print("\nTemperature schedules: constant, exponential, linear, cosine (gumbax.schedules)")
+  return 0
+
+
+def _report(args) -> int:
+  from experiments import report
+  result = report.report([pathlib.Path(d) for d in args.run_dirs], args.out)
+  print(pathlib.Path(result["table_md"]).read_text())
+  for note in result.get("skipped", []):
+    print(note, file=sys.stderr)
+  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Entry point; returns the exit status (2 for a config or data error)."""
+  args = _parser().parse_args(argv)
+  from experiments.config import ConfigError
+  from experiments.data import MnistNotFoundError
+  try:
+    if args.command == "run":
+      return _run(args)
+    if args.command == "list":
+      return _list()
+    return _report(args)
+  except (ConfigError, MnistNotFoundError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 2

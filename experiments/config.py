@@ -1,0 +1,413 @@
+"""The experiment schema: YAML files validated by pydantic before any computation.
+
+A config names one task, one estimator, a temperature schedule, an optimizer and a
+training length; its ``sweep:`` section lists values to run every combination of
+(tasks x estimators x temperatures x learning rates x seeds). :func:`load` reads a
+YAML file, applies ``key=value`` overrides and validates; :func:`expand` turns the
+result into sweep members, each a complete config without a sweep.
+
+Why pydantic: typed fields with ``extra="forbid"`` catch unknown keys and wrong
+types with the dotted location of the error, ``Literal`` fields list the valid
+choices in the message, and discriminated unions select the task schema by name.
+PyYAML parses the files and the override values (so ``sweep.seeds=[0,1]`` is a list).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import pathlib
+import re
+from typing import Annotated, Any, Literal, Optional, Union
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+import gumbax
+
+__all__ = ["Config", "ConfigError", "Member", "expand", "load", "parse_overrides",
+           "scheduled_temperature", "validate"]
+
+Distribution = Literal["bernoulli", "categorical"]
+PositiveInt = Annotated[int, Field(ge=1)]
+Positive = Annotated[float, Field(gt=0)]
+
+
+class ConfigError(ValueError):
+  """An invalid config; the message names every offending key and the valid choices."""
+
+
+class _Schema(BaseModel):
+  model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ToyTask(_Schema):
+  """Minimize ``E[(b.v - target)^2]``; Bernoulli ``b`` or one-hot ``b`` with ``v_j = j/(K-1)``."""
+  name: Literal["toy"] = "toy"
+  distribution: Distribution = "bernoulli"
+  target: float = 0.45
+  num_classes: Annotated[int, Field(ge=2)] = 3
+  init_logit: float = 0.0
+  variance_samples: Annotated[int, Field(ge=2)] = 256
+
+
+class VaeTask(_Schema):
+  """MNIST VAE with one layer of Bernoulli or categorical latents."""
+  name: Literal["vae"] = "vae"
+  distribution: Distribution = "categorical"
+  num_latents: PositiveInt = 20
+  num_classes: Annotated[int, Field(ge=2)] = 10
+  encoder: list[PositiveInt] = [512, 256]
+  decoder: list[PositiveInt] = [256, 512]
+  prior: Literal["uniform", "learned"] = "uniform"
+  eval_samples: PositiveInt = 100
+  final_eval_samples: PositiveInt = 1000
+  eval_examples: Optional[PositiveInt] = 1000
+  final_eval_examples: Optional[PositiveInt] = None
+
+
+class StructuredTask(_Schema):
+  """Lower half of a digit from its upper half through stochastic layers (an SBN)."""
+  name: Literal["structured_output"] = "structured_output"
+  distribution: Distribution = "bernoulli"
+  num_latents: PositiveInt = 200
+  num_classes: Annotated[int, Field(ge=2)] = 10
+  stochastic_layers: Annotated[int, Field(ge=1, le=4)] = 2
+  eval_samples: PositiveInt = 100
+  final_eval_samples: PositiveInt = 1000
+  eval_examples: Optional[PositiveInt] = 1000
+  final_eval_examples: Optional[PositiveInt] = None
+
+
+TaskConfig = Annotated[Union[ToyTask, VaeTask, StructuredTask], Field(discriminator="name")]
+TASKS = ("toy", "vae", "structured_output")
+
+
+class Temperature(_Schema):
+  """Temperature of the pathwise estimators (constant or a ``gumbax.schedules`` schedule).
+
+  REBAR and RELAX learn their temperature; it starts at ``init``.
+  """
+  schedule: Literal["constant", "exponential", "linear", "cosine"] = "constant"
+  init: Positive = 1.0
+  final: Positive = 0.5
+  rate: Annotated[float, Field(ge=0)] = 3e-5
+  every: PositiveInt = 1000
+  steps: Optional[PositiveInt] = None
+
+
+class EstimatorSpec(_Schema):
+  """A registry name and hyperparameters for ``gumbax.estimators.get``.
+
+  ``temperature`` replaces the config's temperature section for this estimator
+  (e.g. plain and annealed straight-through in one sweep); ``label`` names it in
+  folders and tables (default: ``name(option=value, ...)``).
+  """
+  name: str = "relaxed"
+  options: dict[str, Any] = {}
+  temperature: Optional[Temperature] = None
+  label: Optional[str] = None
+
+  @pydantic.model_validator(mode="before")
+  @classmethod
+  def _from_string(cls, value):
+    return {"name": value} if isinstance(value, str) else value
+
+  @pydantic.field_validator("name")
+  @classmethod
+  def _known(cls, name):
+    if name not in gumbax.estimators.names():
+      raise ValueError(f"unknown estimator {name!r}; valid names are {gumbax.estimators.names()}")
+    return name
+
+  @pydantic.field_validator("options")
+  @classmethod
+  def _no_temperature(cls, options):
+    if "temperature" in options:
+      raise ValueError("set the temperature in a `temperature:` section (of the config or of "
+                       "this estimator), not in `options`")
+    return options
+
+  @property
+  def title(self) -> str:
+    """``label``, or ``name`` / ``name(key=value, ...)``: the name in tables."""
+    if self.label:
+      return self.label
+    if not self.options:
+      return self.name
+    return self.name + "(" + ", ".join(f"{k}={v}" for k, v in sorted(self.options.items())) + ")"
+
+  @property
+  def slug(self) -> str:
+    """The name in folder names."""
+    return self.label or self.name + "".join(f"_{k}={v}" for k, v in sorted(self.options.items()))
+
+
+class Optimizer(_Schema):
+  name: Literal["adam", "sgd"] = "adam"
+  learning_rate: Positive = 1e-3
+  momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+  decay_rate: Annotated[float, Field(gt=0, le=1)] = 1.0
+  decay_steps: PositiveInt = 1000
+  cv_learning_rate: Optional[Positive] = None
+
+
+class Train(_Schema):
+  steps: PositiveInt = 1000
+  batch_size: PositiveInt = 100
+  log_every: PositiveInt = 10
+  eval_every: Annotated[int, Field(ge=0)] = 1000
+  checkpoint_every: PositiveInt = 1000
+
+  @pydantic.model_validator(mode="after")
+  def _aligned(self):
+    for key in ("steps", "eval_every", "checkpoint_every"):
+      if getattr(self, key) % self.log_every:
+        raise ValueError(
+            f"train.{key} ({getattr(self, key)}) must be a multiple of train.log_every "
+            f"({self.log_every}): steps run in chunks of log_every")
+    return self
+
+
+class Data(_Schema):
+  dir: Optional[str] = None
+  binarization: Literal["fixed", "dynamic"] = "fixed"
+  binarization_seed: int = 0
+  validation_size: Annotated[int, Field(ge=0)] = 10000
+  train_examples: Optional[PositiveInt] = None
+  download: bool = True
+  if_missing: Literal["error", "skip"] = "error"
+
+
+class Sweep(_Schema):
+  tasks: Optional[list[TaskConfig]] = None
+  estimators: Optional[list[EstimatorSpec]] = None
+  seeds: Optional[list[int]] = None
+  temperatures: Optional[list[Positive]] = None
+  learning_rates: Optional[list[Positive]] = None
+
+
+class Config(_Schema):
+  name: str
+  description: str = ""
+  task: TaskConfig = ToyTask()
+  estimator: EstimatorSpec = EstimatorSpec()
+  temperature: Temperature = Temperature()
+  optimizer: Optimizer = Optimizer()
+  train: Train = Train()
+  data: Data = Data()
+  seed: int = 0
+  seeds_vectorized: bool = False
+  sweep: Sweep = Sweep()
+
+
+def scheduled_temperature(estimator_name: str) -> bool:
+  """Whether the temperature schedule drives this estimator (fixed-temperature pathwise ones)."""
+  estimator = gumbax.estimators.get(estimator_name)
+  fields = {f.name for f in dataclasses.fields(estimator)}
+  return "temperature" in fields and not estimator.needs_cv
+
+
+def incompatibility(task, spec: EstimatorSpec) -> Optional[str]:
+  """Why ``spec`` cannot train ``task`` (None when it can)."""
+  if spec.name == "exact" and task.name != "toy":
+    return f"'exact' enumerates every configuration; only the toy task is small enough ({task.name!r})"
+  try:
+    gumbax.estimators.get(spec.name, distribution=task.distribution, **spec.options)
+  except (TypeError, ValueError) as err:
+    return str(err)
+  return None
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+  """``["train.steps=10", "sweep.seeds=[0,1]"]`` -> a nested dict (values parsed as YAML)."""
+  result: dict = {}
+  for item in overrides:
+    key, sep, value = item.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+      raise ConfigError(f"Override {item!r} is not of the form dotted.key=value (e.g. train.steps=100).")
+    node = result
+    *parents, leaf = key.split(".")
+    for part in parents:
+      node = node.setdefault(part, {})
+      if not isinstance(node, dict):
+        raise ConfigError(f"Override {item!r} conflicts with another override of {part!r}.")
+    node[leaf] = yaml.safe_load(value) if value else None
+  return result
+
+
+def _merge(base: dict, update: dict) -> dict:
+  out = dict(base)
+  for key, value in update.items():
+    if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("options",):
+      out[key] = _merge(out[key], value)
+    else:
+      out[key] = value
+  return out
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+  """The field names of the sub-schema at ``loc`` (best effort, for error messages)."""
+  for part in loc:
+    if isinstance(part, int):
+      continue
+    field = model.model_fields.get(part)
+    if field is None:
+      if part in TASKS:  # discriminated-union tag
+        model = {"toy": ToyTask, "vae": VaeTask, "structured_output": StructuredTask}[part]
+        continue
+      break
+    annotation = field.annotation
+    candidates = [annotation, *getattr(annotation, "__args__", ())]
+    for candidate in candidates:
+      inner = [candidate, *getattr(candidate, "__args__", ())]
+      found = [c for c in inner if isinstance(c, type) and issubclass(c, BaseModel)]
+      if found:
+        model = found[0]
+        break
+    else:
+      return []
+  return sorted(model.model_fields)
+
+
+def _format(err: pydantic.ValidationError, source: str) -> ConfigError:
+  lines = []
+  for e in err.errors():
+    loc = tuple(e["loc"])
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    if e["type"] == "extra_forbidden":
+      valid = _valid_keys(Config, loc[:-1])
+      lines.append(f"  {where}: unknown key; valid keys here are {valid}")
+    else:
+      msg = e["msg"].removeprefix("Value error, ")
+      lines.append(f"  {where}: {msg} (got {e.get('input')!r})"
+                   if e["type"] not in ("missing",) else f"  {where}: required key is missing")
+  return ConfigError(f"Invalid config {source}:\n" + "\n".join(lines))
+
+
+def validate(raw: dict, source: str = "<dict>") -> Config:
+  """Validates a raw mapping; raises :class:`ConfigError` naming every bad key."""
+  if not isinstance(raw, dict):
+    raise ConfigError(f"Invalid config {source}: the top level must be a mapping; got {type(raw).__name__}.")
+  raw = dict(raw)
+  if isinstance(raw.get("task"), dict) and "name" not in raw["task"]:
+    raw["task"] = {**raw["task"], "name": "toy"}  # the default task
+  try:
+    config = Config.model_validate(raw)
+  except pydantic.ValidationError as err:
+    raise _format(err, source) from None
+  problems = []
+  tasks = config.sweep.tasks or [config.task]
+  specs = config.sweep.estimators or [config.estimator]
+  if not config.sweep.tasks and not config.sweep.estimators:
+    reason = incompatibility(config.task, config.estimator)
+    if reason:
+      problems.append(f"  estimator: {config.estimator.title} cannot train this task: {reason}")
+  for spec in specs:
+    if all(incompatibility(t, spec) for t in tasks):
+      problems.append(f"  estimator {spec.title}: fits none of the tasks: {incompatibility(tasks[0], spec)}")
+  if problems:
+    raise ConfigError(f"Invalid config {source}:\n" + "\n".join(problems))
+  return config
+
+
+def load(path: str | pathlib.Path, overrides: list[str] = ()) -> Config:
+  """Reads a YAML config, applies ``key=value`` overrides, validates.
+
+  Raises:
+    ConfigError: a YAML syntax error, an unknown key, a wrong type or an unknown
+      task / estimator name; the message names each key and the valid choices.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ConfigError(f"Config file {str(path)!r} does not exist; see `python -m experiments list`.")
+  try:
+    raw = yaml.safe_load(path.read_text()) or {}
+  except yaml.YAMLError as err:
+    raise ConfigError(f"Config {path} is not valid YAML: {err}") from None
+  if isinstance(raw, dict):
+    raw = _merge(raw, parse_overrides(list(overrides)))
+    raw.setdefault("name", path.stem)
+  return validate(raw, str(path))
+
+
+def to_yaml(config: Config) -> str:
+  """The resolved config as YAML (every default spelled out)."""
+  return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """One sweep member: a complete config (no sweep) and its folder name."""
+  id: str
+  config: Config
+  task_label: str = ""
+
+  @property
+  def group(self) -> str:
+    """The id without the seed: members differing only by seed share it."""
+    return self.id.rsplit("-seed", 1)[0]
+
+
+def describe(task) -> str:
+  """A short name of a task configuration, e.g. ``vae-categorical-20x10``."""
+  if task.distribution == "categorical":
+    shape = f"K{task.num_classes}" if task.name == "toy" else f"{task.num_latents}x{task.num_classes}"
+  else:
+    shape = "" if task.name == "toy" else f"{task.num_latents}"
+  parts = [task.name, task.distribution, shape]
+  if task.name == "toy":
+    parts.append(f"t{task.target:g}")
+  return "-".join(p for p in parts if p)
+
+
+def task_label(task, tasks) -> str:
+  """:func:`describe`, made unique within a sweep's task list."""
+  label = describe(task)
+  if [describe(t) for t in tasks].count(label) > 1:
+    label += f"-task{tasks.index(task)}"
+  return label
+
+
+def _slug(text: str) -> str:
+  return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
+
+
+def expand(config: Config) -> tuple[list[Member], list[str]]:
+  """Every (task, estimator, temperature, learning rate, seed) combination of the sweep.
+
+  Returns:
+    ``(members, skipped)``: the members, and a note for each incompatible
+    (task, estimator) pair left out.
+  """
+  sweep = config.sweep
+  tasks = sweep.tasks or [config.task]
+  specs = sweep.estimators or [config.estimator]
+  temps = sweep.temperatures or [config.temperature.init]
+  lrs = sweep.learning_rates or [config.optimizer.learning_rate]
+  seeds = sweep.seeds if sweep.seeds is not None else [config.seed]
+  members, skipped, seen = [], [], set()
+  for task, spec, temp, lr, seed in itertools.product(tasks, specs, temps, lrs, seeds):
+    reason = incompatibility(task, spec)
+    if reason:
+      note = f"skipped {task.name}/{task.distribution} x {spec.title}: {reason}"
+      if note not in skipped:
+        skipped.append(note)
+      continue
+    parts = [task_label(task, tasks), spec.slug]
+    if len(temps) > 1:
+      parts.append(f"tau{temp:g}")
+    if len(lrs) > 1:
+      parts.append(f"lr{lr:g}")
+    member_id = _slug("-".join(parts)) + f"-seed{seed}"
+    if member_id in seen:
+      raise ConfigError(f"The sweep lists the same member twice: {member_id}.")
+    seen.add(member_id)
+    member = config.model_copy(update={
+        "task": task, "estimator": spec, "seed": seed, "sweep": Sweep(),
+        "temperature": (spec.temperature or config.temperature).model_copy(
+            update={"init": temp} if sweep.temperatures else {}),
+        "optimizer": config.optimizer.model_copy(update={"learning_rate": lr})})
+    members.append(Member(member_id, member, task_label(task, tasks)))
+  return members, skipped

@@ -1,0 +1,400 @@
+"""Tables and plots from experiment run folders (pure numpy/json/csv/matplotlib).
+
+A run folder holds ``members/<id>/metrics.jsonl`` and ``members/<id>/summary.json``.
+Members that differ only by seed form a *group*; tables and plots aggregate over
+the seeds of each group.
+
+Number formatting rule (tables): a finite value ``x`` with ``|x| >= 10`` is shown
+with two decimals (``1234.57``), any other value with four significant digits
+(``0.01235``, ``3.142``); NaN and infinities print as ``nan``/``inf``/``-inf``.
+Mean and std are formatted independently with this rule. Missing final metrics are
+ignored, but a NaN final value propagates to its group's mean, so divergence shows.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+EMA_ALPHA = 0.1  # train-loss smoothing: s_t = a * x_t + (1 - a) * s_{t-1}, per logged row
+_EVAL_SPLITS = ("valid", "test")
+_NON_METRIC_KEYS = frozenset({"step", "split", "wall_time", "iw_samples"})
+_SPLIT_RANK = {"test": 0, "valid": 1, "train": 2}
+
+
+@dataclasses.dataclass
+class Member:
+  """One trained member: its folder, ``summary.json`` and parsed metric rows."""
+
+  dir: Path
+  summary: dict
+  metrics: list[dict]
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+  """Reads a JSON-lines metrics file, skipping blank, unparsable or malformed lines.
+
+  Args:
+    path: The ``metrics.jsonl`` file; a missing file yields no rows.
+
+  Returns:
+    The rows that are JSON objects with a ``step`` and a ``split``, in file order.
+  """
+  path = Path(path)
+  if not path.is_file():
+    return []
+  rows = []
+  for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    try:
+      row = json.loads(line)
+    except ValueError:  # Truncated last line of a killed process, or garbage.
+      continue
+    if isinstance(row, dict) and isinstance(row.get("step"), (int, float)) and "split" in row:
+      rows.append(row)
+  return rows
+
+
+def load_run(run_dir: str | Path, skipped: list[str] | None = None) -> list[Member]:
+  """Loads every member of a run folder that has a readable ``summary.json``.
+
+  Args:
+    run_dir: The run folder (containing ``members/``).
+    skipped: If given, a reason is appended for each member left out.
+
+  Returns:
+    The members, sorted by folder name.
+
+  Raises:
+    FileNotFoundError: If ``run_dir`` is not a directory.
+  """
+  run_dir = Path(run_dir)
+  if not run_dir.is_dir():
+    raise FileNotFoundError(f"run folder {str(run_dir)!r} does not exist")
+  skipped = [] if skipped is None else skipped
+  members = []
+  member_dirs = sorted(p for p in (run_dir / "members").glob("*") if p.is_dir())
+  for member_dir in member_dirs:
+    try:
+      summary = json.loads((member_dir / "summary.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+      skipped.append(f"{member_dir}: no summary.json yet")
+      continue
+    except ValueError as err:
+      skipped.append(f"{member_dir}: unreadable summary.json ({err})")
+      continue
+    members.append(Member(member_dir, summary, read_metrics(member_dir / "metrics.jsonl")))
+  return members
+
+
+def group_key(summary: dict) -> tuple:
+  """``(task, estimator, temperature, learning_rate)``: members differing only by seed."""
+  return (summary.get("task"), summary.get("estimator"), summary.get("temperature"),
+          summary.get("learning_rate"))
+
+
+def _sort_key(key: tuple) -> tuple:
+  task, estimator, temperature, lr = key
+  return (str(task), str(estimator), temperature is None, temperature or 0.0, lr or 0.0)
+
+
+def _groups(members: Iterable[Member]) -> dict[tuple, list[Member]]:
+  groups = collections.defaultdict(list)
+  for member in members:
+    groups[group_key(member.summary)].append(member)
+  return {key: groups[key] for key in sorted(groups, key=_sort_key)}
+
+
+def _number(value: Any) -> float | None:
+  """A float for JSON numbers (``None`` becomes NaN); ``None`` for anything else."""
+  if value is None:
+    return math.nan
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return None
+  return float(value)
+
+
+def _as_float(value: Any) -> float:
+  """Like :func:`_number` but NaN for non-numbers."""
+  number = _number(value)
+  return math.nan if number is None else number
+
+
+def _metric_order(name: str) -> tuple:
+  return (_SPLIT_RANK.get(name.split("/", 1)[0], 3), name)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+  """Mean and sample std (ddof=1); std is NaN for fewer than two values."""
+  if not values:
+    return math.nan, math.nan
+  arr = np.asarray(values, dtype=float)
+  std = float(np.std(arr, ddof=1)) if arr.size > 1 else math.nan
+  return float(np.mean(arr)), std
+
+
+def _group_stats(members: list[Member]) -> tuple[list[str], list[dict]]:
+  """Metric names (table order) and one numeric record per group."""
+  names = sorted({name for m in members for name in m.summary.get("final") or {}},
+                 key=_metric_order)
+  records = []
+  for key, group in _groups(members).items():
+    stats = {}
+    for name in names:
+      values = [_number((m.summary.get("final") or {}).get(name, "")) for m in group]
+      stats[name] = (_mean_std([v for v in values if v is not None]),
+                     sum(v is not None for v in values))
+    records.append({
+        "key": key, "seeds": len(group), "stats": stats,
+        "status": collections.Counter(str(m.summary.get("status")) for m in group),
+        "steps": _mean_std([_as_float(m.summary.get("steps")) for m in group])[0],
+        "wall_time": _mean_std([_as_float(m.summary.get("wall_time")) for m in group])[0],
+    })
+  return names, records
+
+
+def _fmt(x: float) -> str:
+  """Formats a number by the module rule: 2 decimals if ``|x| >= 10``, else 4 sig. digits."""
+  if not math.isfinite(x):
+    return str(x)
+  return f"{x:.2f}" if abs(x) >= 10 else f"{x:.4g}"
+
+
+def _status_text(counts: collections.Counter) -> str:
+  return ", ".join(f"{status}: {n}" for status, n in sorted(counts.items()))
+
+
+def comparison_table(members: list[Member]) -> tuple[list[str], list[list[str]]]:
+  """One formatted row per group: settings, seed count, ``mean ± std`` of finals.
+
+  A ``status`` column is present only when some member did not complete.
+
+  Returns:
+    ``(header, rows)``, all cells strings.
+  """
+  names, records = _group_stats(members)
+  show_status = any(set(r["status"]) != {"completed"} for r in records)
+  header = ["task", "estimator", "temperature", "learning rate", "seeds"]
+  header += ["status"] * show_status + names + ["steps", "wall time (s)"]
+  rows = []
+  for r in records:
+    task, estimator, temperature, lr = r["key"]
+    row = [str(task), str(estimator), "-" if temperature is None else f"{temperature:g}",
+           "-" if lr is None else f"{lr:g}", str(r["seeds"])]
+    row += [_status_text(r["status"])] * show_status
+    for name in names:
+      (mean, std), count = r["stats"][name]
+      cell = _fmt(mean) if math.isnan(std) or not math.isfinite(mean) else (
+          f"{_fmt(mean)} ± {_fmt(std)}")
+      row.append("-" if count == 0 else cell + (f" (n={count})" if count < r["seeds"] else ""))
+    row += [f"{r['steps']:.0f}" if math.isfinite(r["steps"]) else "-", _fmt(r["wall_time"])]
+    rows.append(row)
+  return header, rows
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+  def line(cells):
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+  return "\n".join([line(header), line(["---"] * len(header))] + [line(r) for r in rows]) + "\n"
+
+
+def _csv_number(x: float | None) -> str:
+  """Full-precision text for CSV; empty for undefined (``None`` or NaN)."""
+  return "" if x is None or (isinstance(x, float) and math.isnan(x)) else repr(x)
+
+
+def write_tables(members: list[Member], out_dir: str | Path) -> tuple[Path, Path]:
+  """Writes ``table.md`` (formatted) and ``table.csv`` (numeric mean/std columns).
+
+  Returns:
+    ``(md_path, csv_path)``.
+  """
+  out_dir = Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  md_path, csv_path = out_dir / "table.md", out_dir / "table.csv"
+  md_path.write_text(_markdown(*comparison_table(members)), encoding="utf-8")
+  names, records = _group_stats(members)
+  header = ["task", "estimator", "temperature", "learning_rate", "seeds", "status"]
+  header += [f"{n}_{s}" for n in names for s in ("mean", "std")] + ["steps_mean", "wall_time_mean"]
+  with csv_path.open("w", newline="", encoding="utf-8") as f:
+    writer = csv.writer(f)
+    writer.writerow(header)
+    for r in records:
+      task, estimator, temperature, lr = r["key"]
+      row = [task, estimator, _csv_number(temperature), _csv_number(lr), r["seeds"],
+             _status_text(r["status"])]
+      for name in names:
+        (mean, std), count = r["stats"][name]
+        row += ["nan" if count and math.isnan(mean) else _csv_number(mean), _csv_number(std)]
+      writer.writerow(row + [_csv_number(r["steps"]), _csv_number(r["wall_time"])])
+  return md_path, csv_path
+
+
+# ---------------------------------------------------------------------------- plots
+
+Extract = Callable[[Member], dict]
+
+
+def _series(member: Member, split: str, key: str) -> dict[int, float]:
+  """``{step: value}`` for one split/key (a later duplicate step wins)."""
+  out = {}
+  for row in member.metrics:
+    value = _number(row.get(key, ""))
+    if row.get("split") == split and value is not None:
+      out[int(row["step"])] = value
+  return out
+
+
+def _ema(series: dict[int, float], alpha: float = EMA_ALPHA) -> dict[int, float]:
+  """Exponential moving average in step order; non-finite values leave it unchanged."""
+  out, state = {}, None
+  for step in sorted(series):
+    x = series[step]
+    if math.isfinite(x):
+      state = x if state is None else alpha * x + (1 - alpha) * state
+    out[step] = math.nan if state is None else state
+  return out
+
+
+def _positive(series: dict[int, float]) -> dict[int, float]:
+  """The finite, positive points of a series (what a log axis can show)."""
+  return {step: v for step, v in series.items() if math.isfinite(v) and v > 0}
+
+
+def _aggregate(series: list[dict[int, float]]):
+  """Mean, min and max over seeds at the steps every seed logged; ``None`` if none."""
+  common = sorted(set.intersection(*(set(s) for s in series))) if series else []
+  if not common:
+    return None
+  values = np.array([[s[t] for t in common] for s in series], dtype=float)
+  return np.array(common), values.mean(0), values.min(0), values.max(0)
+
+
+def _labels(groups: dict[tuple, list[Member]], with_task: bool = False) -> dict[tuple, str]:
+  """Estimator names, plus temperature/lr/task only when they vary among ``groups``."""
+  vary = [len({key[i] for key in groups}) > 1 for i in range(4)]
+  labels = {}
+  for task, estimator, temperature, lr in groups:
+    parts = [f"{task}:" if with_task and vary[0] else "", str(estimator)]
+    parts += [f"τ={temperature:g}" if vary[2] and temperature is not None else "",
+              f"lr={lr:g}" if vary[3] and lr is not None else ""]
+    labels[(task, estimator, temperature, lr)] = " ".join(p for p in parts if p)
+  return labels
+
+
+def _draw(path: Path, title: str, panels: list[tuple[str, str, Extract]],
+          groups: dict[tuple, list[Member]], labels: dict, logy: bool = False) -> bool:
+  """One subplot per panel with data; returns False (nothing written) if none has any."""
+  drawn = []
+  for panel_title, ylabel, extract in panels:
+    curves = [(labels[k], agg) for k, ms in groups.items()
+              if (agg := _aggregate([extract(m) for m in ms])) is not None]
+    if curves:
+      drawn.append((panel_title, ylabel, curves))
+  if not drawn:
+    return False
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  ncols = min(len(drawn), 3)
+  nrows = math.ceil(len(drawn) / ncols)
+  fig, axes = plt.subplots(nrows, ncols, squeeze=False, figsize=(5.2 * ncols, 3.8 * nrows),
+                           layout="constrained")
+  for ax, (panel_title, ylabel, curves) in zip(axes.flat, drawn):
+    for label, (steps, mean, lo, hi) in curves:
+      if len(steps) == 1:  # A band needs two points: show the min-max range as an error bar.
+        yerr = np.clip([mean - lo, hi - mean], 0, None)  # Rounding can put the mean past min.
+        ax.errorbar(steps, mean, yerr=yerr, fmt="o", capsize=4, label=label)
+        continue
+      (line,) = ax.plot(steps, mean, label=label, marker="." if len(steps) < 30 else None)
+      ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set(title=panel_title, xlabel="step", ylabel=ylabel)
+    if logy:
+      ax.set_yscale("log")
+    ax.legend(fontsize="small")
+  for ax in axes.flat[len(drawn):]:
+    ax.remove()
+  fig.suptitle(title)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return True
+
+
+def _eval_keys(members: list[Member]) -> list[tuple[str, str]]:
+  keys = {(row["split"], k) for m in members for row in m.metrics
+          if row.get("split") in _EVAL_SPLITS for k, v in row.items()
+          if k not in _NON_METRIC_KEYS and _number(v) is not None}
+  return sorted(keys, key=lambda sk: (_EVAL_SPLITS.index(sk[0]), sk[1]))
+
+
+def write_plots(members: list[Member], out_dir: str | Path) -> list[Path]:
+  """Writes learning-curve, temperature and gradient-variance PNGs to ``out_dir/plots``.
+
+  Curves are the mean over a group's seeds at the steps all seeds logged, with a
+  shaded min-max band; the train loss is smoothed per seed by an EMA (``EMA_ALPHA``).
+  Gradient variance uses a log y-axis and drops non-positive values. A plot with
+  nothing to draw is not written.
+
+  Returns:
+    The paths written.
+  """
+  plot_dir = Path(out_dir) / "plots"
+  plot_dir.mkdir(parents=True, exist_ok=True)
+  groups = _groups(members)
+  written = []
+  for task in sorted({str(key[0]) for key in groups}):
+    task_groups = {k: ms for k, ms in groups.items() if str(k[0]) == task}
+    labels = _labels(task_groups)
+    panels = [(f"train/loss (EMA α={EMA_ALPHA})", "loss",
+               lambda m: _ema(_series(m, "train", "loss")))]
+    panels += [(f"{split}/{key}", key, lambda m, s=split, k=key: _series(m, s, k))
+               for split, key in _eval_keys([m for ms in task_groups.values() for m in ms])]
+    jobs = [(f"learning_curves_{task}.png", f"Learning curves: {task}", panels, False),
+            (f"gradient_variance_{task}.png", f"Gradient variance: {task}",
+             [("train/grad_variance", "gradient variance",
+               lambda m: _positive(_series(m, "train", "grad_variance")))], True)]
+    for name, title, task_panels, logy in jobs:
+      if _draw(plot_dir / name, title, task_panels, task_groups, labels, logy):
+        written.append(plot_dir / name)
+  temperature = [("temperature", "temperature", lambda m: _series(m, "train", "temperature"))]
+  if _draw(plot_dir / "temperature.png", "Temperature schedules", temperature, groups,
+           _labels(groups, with_task=True)):
+    written.append(plot_dir / "temperature.png")
+  return written
+
+
+def report(run_dirs: str | Path | Iterable[str | Path], out_dir: str | Path | None = None) -> dict:
+  """Merges the members of one or more run folders and writes tables and plots.
+
+  Args:
+    run_dirs: A run folder or several; their members are pooled (same group = more seeds).
+    out_dir: Output folder; defaults to the run folder when there is exactly one.
+
+  Returns:
+    ``{"table_md", "table_csv", "plots", "members", "skipped"}``.
+
+  Raises:
+    ValueError: If no run folder is given, a run folder has no usable member, or
+      ``out_dir`` is missing with several run folders.
+  """
+  dirs = [Path(run_dirs)] if isinstance(run_dirs, (str, Path)) else [Path(d) for d in run_dirs]
+  if not dirs:
+    raise ValueError("report needs at least one run folder")
+  if out_dir is None and len(dirs) > 1:
+    raise ValueError(f"out_dir is required when reporting {len(dirs)} run folders")
+  members, skipped = [], []
+  for run_dir in dirs:
+    loaded = load_run(run_dir, skipped)
+    if not loaded:
+      raise ValueError(f"run folder {str(run_dir)!r} has no members with a summary.json")
+    members += loaded
+  out_dir = Path(out_dir if out_dir is not None else dirs[0])
+  md_path, csv_path = write_tables(members, out_dir)
+  return {"table_md": md_path, "table_csv": csv_path, "plots": write_plots(members, out_dir),
+          "members": len(members), "skipped": skipped}

@@ -1,0 +1,323 @@
+"""Trains every sweep member of a config and writes the run folder.
+
+One mechanism for all tasks and estimators: a training step is
+``task.gradients`` (the estimator's surrogate gradient and the control variate's
+variance gradient) followed by optax updates; ``log_every`` steps run as one
+``lax.scan``, and the seeds of a group run as one ``vmap`` (a group is one seed
+unless ``seeds_vectorized``). The batch axis is sharded over every local device.
+Keys derive from the seed and the step alone, so a resumed member computes the
+same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+import gumbax
+from experiments import config as cfg_lib
+from experiments import data as data_lib
+from experiments import io
+from experiments.tasks import make_task
+
+__all__ = ["run"]
+
+
+def _say(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
+
+
+def temperature_schedule(config: cfg_lib.Config):
+  t = config.temperature
+  if t.schedule == "constant":
+    return gumbax.schedules.constant(t.init)
+  if t.schedule == "exponential":
+    return gumbax.schedules.exponential_annealing(t.init, t.rate, t.final, t.every)
+  steps = t.steps or config.train.steps
+  if t.schedule == "linear":
+    return gumbax.schedules.linear(t.init, t.final, steps)
+  return gumbax.schedules.cosine(t.init, t.final, steps)
+
+
+def _optimizer(config: cfg_lib.Config, learning_rate: float):
+  o = config.optimizer
+  schedule = optax.exponential_decay(learning_rate, o.decay_steps, o.decay_rate, staircase=True)
+  if o.name == "adam":
+    return optax.adam(schedule), schedule
+  return optax.sgd(schedule, momentum=o.momentum), schedule
+
+
+def make_estimator(config: cfg_lib.Config):
+  spec = config.estimator
+  options = dict(spec.options)
+  if "temperature" in {f.name for f in dataclasses.fields(gumbax.estimators.get(spec.name))}:
+    options["temperature"] = config.temperature.init
+  return gumbax.estimators.get(spec.name, distribution=config.task.distribution, **options)
+
+
+@dataclasses.dataclass
+class _Program:
+  """The jitted functions of one group (members that differ only by seed)."""
+  config: cfg_lib.Config
+  task: Any
+  mesh: Mesh
+
+  def __post_init__(self):
+    c = self.config
+    self.estimator = make_estimator(c)
+    self.scheduled = cfg_lib.scheduled_temperature(c.estimator.name)
+    self.tau = temperature_schedule(c)
+    self.opt, self.lr = _optimizer(c, c.optimizer.learning_rate)
+    self.cv_opt, _ = _optimizer(c, c.optimizer.cv_learning_rate or c.optimizer.learning_rate)
+    self.init = jax.jit(jax.vmap(self._init_one, in_axes=(0, None)))
+    self.chunk = jax.jit(self._chunk, static_argnums=3, donate_argnums=0)
+    self.probe = jax.jit(jax.vmap(self._probe_one, in_axes=(0, 0, None, None)))
+
+  def _estimator_at(self, step):
+    if self.scheduled:
+      return dataclasses.replace(self.estimator, temperature=self.tau(step))
+    return self.estimator
+
+  def _shard(self, batch):
+    devices = self.mesh.devices.size
+
+    def constrain(x):
+      if devices > 1 and x.ndim and x.shape[0] % devices == 0:
+        spec = PartitionSpec("data", *([None] * (x.ndim - 1)))
+        return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
+      return x
+    return jax.tree_util.tree_map(constrain, batch)
+
+  def _init_one(self, seed_key, data):
+    k_params, k_cv = jax.random.split(jax.random.fold_in(seed_key, 0))
+    params = self.task.init(k_params)
+    batch = self.task.batch(jax.random.fold_in(seed_key, 4), jnp.zeros((), jnp.int32), data)
+    cv = self.task.init_cv(self._estimator_at(0), k_cv, params, batch)
+    return {"params": params, "opt": self.opt.init(params), "cv": cv,
+            "cv_opt": self.cv_opt.init(cv.get("params", {}))}
+
+  def _step(self, state, seed_key, step, data):
+    k_grad = jax.random.fold_in(jax.random.fold_in(seed_key, 1), step)
+    batch = self._shard(self.task.batch(jax.random.fold_in(seed_key, 4), step, data))
+    out = self.task.gradients(self._estimator_at(step), k_grad, state["params"], state["cv"], batch)
+    updates, opt_state = self.opt.update(out.grads, state["opt"], state["params"])
+    cv, cv_opt = out.cv, state["cv_opt"]
+    if jax.tree_util.tree_leaves(cv.get("params", {})):
+      cv_updates, cv_opt = self.cv_opt.update(out.cv_grads, cv_opt, cv["params"])
+      cv = {**cv, "params": optax.apply_updates(cv["params"], cv_updates)}
+    new = {"params": optax.apply_updates(state["params"], updates), "opt": opt_state,
+           "cv": cv, "cv_opt": cv_opt}
+    return new, out.loss
+
+  def _chunk(self, state, seed_keys, start, length, data):
+    def per_seed(st, seed_key):
+      return jax.lax.scan(lambda s, i: self._step(s, seed_key, start + i, data), st,
+                          jnp.arange(length))
+    return jax.vmap(per_seed)(state, seed_keys)
+
+  def _probe_one(self, state, seed_key, step, data):
+    del data
+    key = jax.random.fold_in(jax.random.fold_in(seed_key, 2), step)
+    return self.task.probe(self._estimator_at(step), key, state["params"], state["cv"])
+
+
+def _slice(tree, i):
+  return jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
+def _stack(trees):
+  return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+class _MemberFiles:
+  """One member's folder: metrics log, summary, checkpoints."""
+
+  def __init__(self, folder: pathlib.Path, member: cfg_lib.Member):
+    self.folder, self.member = folder, member
+    folder.mkdir(parents=True, exist_ok=True)
+    io.write_atomic(folder / "config.yaml", cfg_lib.to_yaml(member.config))
+    self.summary = {"member": member.id, "task": member.task_label,
+                    "distribution": member.config.task.distribution,
+                    "estimator": member.config.estimator.title, "seed": member.config.seed,
+                    "temperature": member.config.temperature.init,
+                    "learning_rate": member.config.optimizer.learning_rate,
+                    "hyperparameters": member.config.model_dump(mode="json", exclude={"sweep"}),
+                    "devices": jax.device_count(),
+                    "status": "running", "message": "", "steps": 0, "wall_time": 0.0, "final": {}}
+    self.log = None
+
+  def previous_status(self) -> str | None:
+    path = self.folder / "summary.json"
+    return json.loads(path.read_text()).get("status") if path.exists() else None
+
+  def open(self, resume_step: int):
+    io.truncate_metrics(self.folder / "metrics.jsonl", resume_step)
+    self.log = io.MetricsLog(self.folder / "metrics.jsonl")
+
+  def write_summary(self, **updates):
+    self.summary.update(updates)
+    io.write_json(self.folder / "summary.json", self.summary)
+
+  def close(self):
+    if self.log is not None:
+      self.log.close()
+
+
+def _train_group(program: _Program, members: list[cfg_lib.Member], run_dir: pathlib.Path,
+                 progress: bool) -> None:
+  c = program.config
+  files = [_MemberFiles(run_dir / "members" / m.id, m) for m in members]
+  todo = [f.previous_status() not in ("completed", "nan") for f in files]
+  if not any(todo):
+    return
+  data = program.task.data()
+  if data is not None:
+    data = jax.device_put(data, NamedSharding(program.mesh, PartitionSpec()))
+  seed_keys = jnp.stack([jax.random.key_data(jax.random.key(m.config.seed)) for m in members])
+  seed_keys = jax.random.wrap_key_data(seed_keys)
+  state = program.init(seed_keys, data)
+  common = set.intersection(*[set(io.checkpoint_steps(f.folder)) for f in files])
+  start, elapsed = 0, 0.0
+  if common:
+    start = max(common)
+    loaded = [io.load_checkpoint(f.folder, start, _slice(state, i)) for i, f in enumerate(files)]
+    state = _stack([s for s, _ in loaded])
+    elapsed = loaded[0][1].get("wall_time", 0.0)
+    _say(f"[{members[0].group}] resuming from the checkpoint at step {start}")
+  for f in files:
+    f.open(start)
+    f.write_summary(steps=start, wall_time=elapsed)
+  alive = np.array(todo)
+  steps, every = c.train.steps, c.train.log_every
+  bar = _progress(progress, steps, start, members[0].group)
+  t0 = time.perf_counter() - elapsed
+  try:
+    for begin in range(start, steps, every):
+      end = begin + every
+      state, losses = program.chunk(state, seed_keys, begin, every, data)
+      losses = np.asarray(losses)
+      probes = {k: np.asarray(v) for k, v in program.probe(state, seed_keys, end, data).items()}
+      wall = time.perf_counter() - t0
+      for i, f in enumerate(files):
+        if not alive[i]:
+          continue
+        row = {"step": end, "split": "train", "wall_time": wall,
+               "loss": float(np.mean(losses[i])), "learning_rate": float(program.lr(end - 1))}
+        if program.scheduled:
+          row["temperature"] = float(program.tau(end - 1))
+        row.update({k: float(v[i]) for k, v in probes.items()})
+        f.log.write(row)
+        bad = ~np.isfinite(losses[i])
+        if bad.any():
+          first = begin + 1 + int(np.argmax(bad))
+          message = (f"loss became {losses[i][bad][0]} at step {first}; this member stopped there. "
+                     f"Its metrics up to step {end} are in {f.folder / 'metrics.jsonl'}.")
+          _say(f"[{f.member.id}] {message}")
+          f.write_summary(status="nan", message=message, steps=first, wall_time=wall)
+          alive[i] = False
+      if not alive.any():
+        break
+      if bar is not None:
+        bar.update(every)
+        bar.set_postfix(loss=f"{np.mean(losses[alive]):.4g}")
+      final = end == steps
+      if c.train.eval_every and end % c.train.eval_every == 0 and not final:
+        _evaluate(program, state, seed_keys, files, alive, end, wall, final=False)
+      if end % c.train.checkpoint_every == 0 or final:
+        for i, f in enumerate(files):
+          io.save_checkpoint(f.folder, end, _slice(state, i), {"wall_time": wall})
+          if alive[i]:
+            f.write_summary(steps=end, wall_time=wall)
+    else:
+      wall = time.perf_counter() - t0
+      _evaluate(program, state, seed_keys, files, alive, steps, wall, final=True)
+      for i, f in enumerate(files):
+        if alive[i]:
+          f.write_summary(status="completed", steps=steps, wall_time=wall,
+                          message=f"completed {steps} steps")
+  finally:
+    if bar is not None:
+      bar.close()
+    for f in files:
+      f.close()
+
+
+def _evaluate(program, state, seed_keys, files, alive, step, wall, *, final):
+  task = program.task
+  for i, f in enumerate(files):
+    if not alive[i]:
+      continue
+    params = _slice(state, i)["params"]
+    key = jax.random.fold_in(jax.random.fold_in(seed_keys[i], 3), step)
+    final_metrics = {}
+    if final:
+      last = [r for r in io.read_jsonl(f.folder / "metrics.jsonl") if r.get("split") == "train"]
+      if last:
+        final_metrics["train/loss"] = last[-1]["loss"]
+    for split in task.eval_splits:
+      samples = task.eval_samples(final)
+      metrics = task.evaluate(params, jax.random.fold_in(key, len(split)), split, samples, final)
+      f.log.write({"step": step, "split": split, "wall_time": wall, "final": final, **metrics})
+      final_metrics.update({f"{split}/{k}": v for k, v in metrics.items() if k != "iw_samples"})
+    if final:
+      f.summary["final"] = final_metrics
+
+
+def _progress(enabled, total, initial, desc):
+  if not enabled:
+    return None
+  from tqdm import tqdm
+  return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
+              file=sys.stderr, mininterval=0.5)
+
+
+def run(config: cfg_lib.Config, run_dir: str | pathlib.Path, *, progress: bool = True) -> pathlib.Path:
+  """Trains every member of ``config`` into ``run_dir`` (resuming what is there).
+
+  Args:
+    config: a validated config (``experiments.config.load``).
+    run_dir: the run folder; an existing one must hold the same resolved config.
+    progress: show a progress bar (step, ETA, loss) on stderr.
+
+  Returns:
+    ``run_dir`` as a path.
+  """
+  run_dir = pathlib.Path(run_dir)
+  resolved = cfg_lib.to_yaml(config)
+  saved = run_dir / "config.yaml"
+  if saved.exists() and saved.read_text() != resolved:
+    raise cfg_lib.ConfigError(
+        f"{run_dir} holds a run of a different config ({saved}); resume it with the same "
+        "config and overrides, or choose another output folder with --out.")
+  io.write_atomic(saved, resolved)
+  members, skipped = cfg_lib.expand(config)
+  for note in skipped:
+    _say(note)
+  groups: dict[str, list[cfg_lib.Member]] = {}
+  for m in members:
+    groups.setdefault(m.group if config.seeds_vectorized else m.id, []).append(m)
+  mesh = Mesh(np.array(jax.devices()), ("data",))
+  programs: dict[str, _Program] = {}  # one compiled program serves the seeds of a group
+  for group in groups.values():
+    name = group[0].group
+    if name not in programs:
+      try:
+        task = make_task(group[0].config)
+      except data_lib.MnistNotFoundError as err:
+        if config.data.if_missing == "error":
+          raise
+        _say(f"[{name}] skipped (data.if_missing: skip): {err}")
+        continue
+      programs[name] = _Program(group[0].config, task, mesh)
+    _train_group(programs[name], group, run_dir, progress)
+  return run_dir

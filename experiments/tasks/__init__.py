@@ -1,0 +1,25 @@
+"""The tasks: toy, vae, structured_output (see each module)."""
+
+from __future__ import annotations
+
+from experiments.tasks.base import Task
+
+__all__ = ["Task", "make_task"]
+
+
+def _classes() -> dict[str, type[Task]]:
+  from experiments.tasks.structured import StructuredOutput
+  from experiments.tasks.toy import Toy
+  from experiments.tasks.vae import Vae
+  return {"toy": Toy, "vae": Vae, "structured_output": StructuredOutput}
+
+
+def make_task(config) -> Task:
+  """The task of a member config (data-backed tasks load their data here).
+
+  Raises:
+    experiments.data.MnistNotFoundError: MNIST is needed and cannot be found or downloaded.
+  """
+  cls = _classes()[config.task.name]
+  return cls(config.task, batch_size=config.train.batch_size, data_config=config.data)
+

@@ -1,0 +1,95 @@
+"""What the MNIST tasks share: dense layers, data placement, batches, chunked evaluation."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import data as data_lib
+
+EVAL_BUDGET = 8192  # decoder evaluations per evaluation call (examples x samples)
+
+
+def dense_init(key, sizes: list[int]) -> list[dict]:
+  """Dense layers ``sizes[0] -> sizes[1] -> ...`` (LeCun-normal weights, zero biases)."""
+  keys = jax.random.split(key, max(len(sizes) - 1, 1))
+  init = jax.nn.initializers.lecun_normal()
+  return [{"w": init(k, (m, n), jnp.float32), "b": jnp.zeros((n,), jnp.float32)}
+          for k, m, n in zip(keys, sizes[:-1], sizes[1:])]
+
+
+def affine(layer: dict, x: jax.Array) -> jax.Array:
+  """``x @ w + b`` for any number of leading axes (no implicit rank promotion)."""
+  b = layer["b"]
+  return x @ layer["w"] + b.reshape((1,) * (x.ndim - 1) + b.shape)
+
+
+def dense_apply(layers: list[dict], x: jax.Array, activation=jax.nn.relu) -> jax.Array:
+  """The MLP: ``activation`` between layers, none after the last."""
+  for i, layer in enumerate(layers):
+    x = affine(layer, x)
+    if i < len(layers) - 1:
+      x = activation(x)
+  return x
+
+
+def bernoulli_log_likelihood(logits: jax.Array, x: jax.Array) -> jax.Array:
+  """``sum_d log Bernoulli(x_d; sigmoid(logits_d))`` over the last axis (x in [0, 1])."""
+  return jnp.sum(x * logits - jax.nn.softplus(logits), axis=-1)
+
+
+@functools.lru_cache(maxsize=4)
+def _splits(data_dir, binarization, binarization_seed, validation_size, download):
+  return data_lib.load_splits(data_dir, binarization=binarization,
+                              binarization_seed=binarization_seed,
+                              validation_size=validation_size, download=download)
+
+
+def load(data_config):
+  """The MNIST splits a data config asks for (cached per process)."""
+  c = data_config
+  splits = _splits(c.dir, c.binarization, c.binarization_seed, c.validation_size, c.download)
+  train = splits.train[:c.train_examples] if c.train_examples else splits.train
+  return train, {"valid": splits.valid, "test": splits.test}
+
+
+def sample_batch(key, step, images, batch_size: int, dynamic: bool) -> jax.Array:
+  """A batch drawn uniformly with replacement; Bernoulli pixels when ``dynamic``."""
+  key = jax.random.fold_in(key, step)
+  k_index, k_pixels = jax.random.split(key)
+  idx = jax.random.randint(k_index, (batch_size,), 0, images.shape[0])
+  x = images[idx]
+  if dynamic:
+    x = jax.random.bernoulli(k_pixels, x).astype(jnp.float32)
+  return x
+
+
+def chunked_mean(fn, params, key, images: np.ndarray, num_samples: int,
+                 limit: int | None) -> dict[str, float]:
+  """Means over examples of ``fn(params, key, chunk, num_samples) -> {name: (chunk,)}``.
+
+  Examples go in chunks of ``EVAL_BUDGET // num_samples`` (the last chunk padded and
+  its padding dropped), so memory stays bounded for m = 1000.
+  """
+  images = images[:limit] if limit else images
+  n = images.shape[0]
+  size = max(1, EVAL_BUDGET // num_samples)
+  size = min(size, n)
+  totals: dict[str, float] = {}
+  for i, start in enumerate(range(0, n, size)):
+    chunk = images[start:start + size]
+    valid = chunk.shape[0]
+    if valid < size:
+      chunk = np.concatenate([chunk, np.zeros((size - valid,) + chunk.shape[1:], chunk.dtype)])
+    out = fn(params, jax.random.fold_in(key, i), jnp.asarray(chunk), num_samples)
+    for name, values in out.items():
+      totals[name] = totals.get(name, 0.0) + float(np.sum(np.asarray(values)[:valid], dtype=np.float64))
+  return {name: total / n for name, total in totals.items()}
+
+
+def log_mean_exp(x: jax.Array, axis: int) -> jax.Array:
+  return jax.nn.logsumexp(x, axis=axis) - math.log(x.shape[axis])

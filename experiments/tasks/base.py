@@ -1,0 +1,84 @@
+"""What the runner needs from a task: parameters, batches, gradients, evaluation.
+
+Every method is a pure function of its arguments (keys included), so the runner can
+``jit`` it, ``vmap`` it over seeds and shard the batch over devices. Tasks with one
+layer of discrete variables implement :meth:`Task.model` and inherit
+:meth:`Task.gradients` (``gumbax.estimators.value_and_grads``); tasks with several
+layers override :meth:`Task.init_cv` and :meth:`Task.gradients`.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable
+
+import jax
+
+import gumbax
+
+
+class Task(abc.ABC):
+  """A training problem for any registered estimator.
+
+  Attributes:
+    config: the task's schema object (``experiments.config.ToyTask`` etc.).
+    batch_size: examples per step (the axis sharded over devices).
+    eval_splits: the data splits :meth:`evaluate` accepts.
+  """
+
+  eval_splits: tuple[str, ...] = ()
+
+  def __init__(self, config, *, batch_size: int, data_config=None):
+    self.config = config
+    self.batch_size = batch_size
+    self.data_config = data_config
+
+  @property
+  def distribution(self) -> str:
+    return self.config.distribution
+
+  @abc.abstractmethod
+  def init(self, key: jax.Array) -> Any:
+    """The model's initial parameters."""
+
+  def data(self) -> Any:
+    """Arrays the batches are drawn from (placed on the devices once); None if data-free."""
+    return None
+
+  def batch(self, key: jax.Array, step: jax.Array, data: Any) -> Any:
+    """The training batch of ``step`` from ``data`` (leading axis ``batch_size``).
+
+    ``key`` is the seed's data key, the same at every step: derive per-step
+    randomness with ``jax.random.fold_in(key, step)``.
+    """
+    del key, step, data
+    return None
+
+  def model(self, params, batch) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
+    """``(logits, f)`` for ``gumbax.estimators.value_and_grads`` (one stochastic layer)."""
+    raise NotImplementedError(f"{type(self).__name__} overrides gradients() instead")
+
+  def init_cv(self, estimator, key, params, batch) -> dict:
+    """The estimator's control variate for this task."""
+    return estimator.init(key, self.model(params, batch)[0])
+
+  def gradients(self, estimator, key, params, cv, batch) -> gumbax.estimators.StepGradients:
+    """The loss, the parameters' gradient estimate and the control variate's update."""
+    return gumbax.estimators.value_and_grads(
+        estimator, key, lambda p: self.model(p, batch), params, cv)
+
+  def probe(self, estimator, key, params, cv) -> dict[str, jax.Array]:
+    """Extra per-log metrics at the current parameters (e.g. exact loss); default none."""
+    del estimator, key, params, cv
+    return {}
+
+  def eval_samples(self, final: bool) -> int:
+    """Importance samples per example for :meth:`evaluate` (during training / at the end)."""
+    config = self.config
+    return getattr(config, "final_eval_samples" if final else "eval_samples", 1)
+
+  def evaluate(self, params, key: jax.Array, split: str, num_samples: int,
+               final: bool) -> dict[str, float]:
+    """Evaluation metrics on ``split`` with ``num_samples`` importance samples (nats)."""
+    del params, key, split, num_samples, final
+    return {}

@@ -1,0 +1,128 @@
+"""The MNIST VAE with discrete latents of Jang et al. (2017), Table 1 (VAE rows).
+
+Encoder ``784 -> 512 -> 256 -> latent logits`` (ReLU), decoder ``latents -> 256 ->
+512 -> 784`` Bernoulli logits, one layer of ``num_latents`` Bernoulli variables or
+``num_latents`` categorical variables of ``num_classes`` classes; uniform or learned
+prior. Training minimizes ``E_q[-log p(x|z)] + KL(q(z|x) || p(z))`` with the KL in
+closed form and the reconstruction term's gradient from the estimator.
+
+Evaluation, in nats per example, with discrete samples ``z ~ q(z|x)``:
+``neg_elbo`` = mean of ``-log p(x|z)`` over the m samples plus the exact KL, and
+``nll`` = ``-log (1/m) sum_i p(x, z_i) / q(z_i|x)``, the importance-weighted bound
+(Burda et al. 2016) that upper-bounds the negative log-likelihood.
+
+References:
+  Jang, Gu, Poole, Categorical Reparameterization with Gumbel-Softmax, 2017
+  (arXiv 1611.01144); Burda, Grosse, Salakhutdinov, Importance Weighted
+  Autoencoders, 2016 (arXiv 1509.00519).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+import gumbax
+from experiments.tasks import _mnist
+from experiments.tasks.base import Task
+
+PIXELS = 784
+
+
+class Vae(Task):
+  """Discrete-latent VAE on binarized MNIST."""
+
+  def __init__(self, config, *, batch_size, data_config):
+    super().__init__(config, batch_size=batch_size, data_config=data_config)
+    self.train_images, self.eval_images = _mnist.load(data_config)
+    self.eval_splits = tuple(s for s in ("valid", "test") if self.eval_images[s].shape[0])
+    self._eval = jax.jit(self._eval_chunk, static_argnums=3)
+
+  @property
+  def categorical(self) -> bool:
+    return self.distribution == "categorical"
+
+  @property
+  def latent_shape(self) -> tuple[int, ...]:
+    c = self.config
+    return (c.num_latents, c.num_classes) if self.categorical else (c.num_latents,)
+
+  def init(self, key):
+    c = self.config
+    k_enc, k_dec = jax.random.split(key)
+    width = math.prod(self.latent_shape)
+    params = {"encoder": _mnist.dense_init(k_enc, [PIXELS, *c.encoder, width]),
+              "decoder": _mnist.dense_init(k_dec, [width, *c.decoder, PIXELS])}
+    if c.prior == "learned":
+      params["prior"] = jnp.zeros(self.latent_shape, jnp.float32)
+    return params
+
+  def data(self):
+    return jnp.asarray(self.train_images)
+
+  def batch(self, key, step, data):
+    return _mnist.sample_batch(key, step, data, self.batch_size,
+                               self.data_config.binarization == "dynamic")
+
+  def encode(self, params, x):
+    return _mnist.dense_apply(params["encoder"], x).reshape(x.shape[:-1] + self.latent_shape)
+
+  def log_likelihood(self, params, z, x):
+    """``log p(x | z)`` for (relaxed or discrete) latents ``z``."""
+    flat = z.reshape(z.shape[:z.ndim - len(self.latent_shape)] + (-1,))
+    return _mnist.bernoulli_log_likelihood(_mnist.dense_apply(params["decoder"], flat), x)
+
+  def prior_logits(self, params):
+    return params.get("prior", jnp.zeros(self.latent_shape, jnp.float32))
+
+  def kl(self, params, logits):
+    """``KL(q(z|x) || p(z))`` in closed form, per example."""
+    prior = jnp.broadcast_to(self.prior_logits(params), logits.shape)
+    if self.categorical:
+      logq, logp = jax.nn.log_softmax(logits), jax.nn.log_softmax(prior)
+      return jnp.sum(jnp.exp(logq) * (logq - logp), axis=(-2, -1))
+    q = jax.nn.sigmoid(logits)
+    kl = (q * (jax.nn.log_sigmoid(logits) - jax.nn.log_sigmoid(prior))
+          + (1 - q) * (jax.nn.log_sigmoid(-logits) - jax.nn.log_sigmoid(-prior)))
+    return jnp.sum(kl, axis=-1)
+
+  def log_prob(self, logits, z):
+    """``log q(z)`` of discrete ``z`` under ``logits`` (one value per example)."""
+    if self.categorical:
+      return jnp.sum(z * jax.nn.log_softmax(logits), axis=(-2, -1))
+    return jnp.sum(z * logits - jax.nn.softplus(logits), axis=-1)
+
+  def model(self, params, batch):
+    return self.encode(params, batch), lambda z: -self.log_likelihood(params, z, batch)
+
+  def gradients(self, estimator, key, params, cv, batch):
+    out = gumbax.estimators.value_and_grads(
+        estimator, key, lambda p: self.model(p, batch), params, cv)
+    kl, kl_grads = jax.value_and_grad(
+        lambda p: jnp.mean(self.kl(p, self.encode(p, batch))))(params)
+    grads = jax.tree_util.tree_map(jnp.add, out.grads, kl_grads)
+    return out._replace(loss=out.loss + kl, grads=grads)
+
+  def _eval_chunk(self, params, key, x, num_samples):
+    logits = self.encode(params, x)
+    keys = jax.random.split(key, num_samples)
+    if self.categorical:
+      draw = lambda k: jax.nn.one_hot(jax.random.categorical(k, logits), self.config.num_classes)
+    else:
+      draw = lambda k: jax.random.bernoulli(k, jax.nn.sigmoid(logits)).astype(jnp.float32)
+    z = jax.vmap(draw)(keys)                                   # (m, batch) + latent
+    log_lik = jax.vmap(lambda s: self.log_likelihood(params, s, x))(z)
+    prior = jnp.broadcast_to(self.prior_logits(params), logits.shape)
+    log_prior = jax.vmap(lambda s: self.log_prob(prior, s))(z)
+    log_q = jax.vmap(lambda s: self.log_prob(logits, s))(z)
+    kl = self.kl(params, logits)
+    return {"neg_elbo": -jnp.mean(log_lik, axis=0) + kl,
+            "nll": -_mnist.log_mean_exp(log_lik + log_prior - log_q, axis=0),
+            "reconstruction": -jnp.mean(log_lik, axis=0), "kl": kl}
+
+  def evaluate(self, params, key, split, num_samples, final):
+    limit = self.config.final_eval_examples if final else self.config.eval_examples
+    out = _mnist.chunked_mean(self._eval, params, key, self.eval_images[split], num_samples, limit)
+    return {**out, "iw_samples": num_samples}

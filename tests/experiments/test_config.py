@@ -1,0 +1,145 @@
+"""Config schema: validation errors name the key and the choices; sweeps expand."""
+
+import pathlib
+
+import pytest
+
+import gumbax
+from experiments import config as cfg_lib
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CONFIGS = sorted(ROOT.glob("configs/**/*.yaml"))
+
+
+def _write(tmp_path, text, name="c.yaml"):
+  path = tmp_path / name
+  path.write_text(text)
+  return path
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_config_validates_and_expands(path):
+  config = cfg_lib.load(path)
+  members, _ = cfg_lib.expand(config)
+  assert members, f"{path} has no runnable member"
+  assert len({m.id for m in members}) == len(members)
+
+
+def test_defaults_and_name_from_file(tmp_path):
+  config = cfg_lib.load(_write(tmp_path, "task: {name: toy}\n", "my_exp.yaml"))
+  assert config.name == "my_exp"
+  assert config.estimator.name == "relaxed" and config.train.steps == 1000
+
+
+def test_unknown_key_names_key_and_valid_keys(tmp_path):
+  path = _write(tmp_path, "name: x\ntrain: {stepz: 10}\n")
+  with pytest.raises(cfg_lib.ConfigError) as err:
+    cfg_lib.load(path)
+  message = str(err.value)
+  assert "train.stepz" in message and "unknown key" in message
+  assert "'steps'" in message and "'batch_size'" in message
+
+
+def test_unknown_key_inside_task_lists_that_tasks_keys(tmp_path):
+  path = _write(tmp_path, "name: x\ntask: {name: vae, latents: 3}\n")
+  with pytest.raises(cfg_lib.ConfigError) as err:
+    cfg_lib.load(path)
+  assert "task.vae.latents" in str(err.value) and "'num_latents'" in str(err.value)
+
+
+def test_wrong_type_names_key(tmp_path):
+  path = _write(tmp_path, "name: x\ntrain: {steps: many}\n")
+  with pytest.raises(cfg_lib.ConfigError, match=r"train\.steps.*'many'"):
+    cfg_lib.load(path)
+
+
+def test_non_positive_values_rejected(tmp_path):
+  with pytest.raises(cfg_lib.ConfigError, match=r"optimizer\.learning_rate"):
+    cfg_lib.load(_write(tmp_path, "name: x\noptimizer: {learning_rate: 0}\n"))
+  with pytest.raises(cfg_lib.ConfigError, match=r"temperature\.init"):
+    cfg_lib.load(_write(tmp_path, "name: x\ntemperature: {init: -1}\n"))
+
+
+def test_unknown_estimator_lists_registry(tmp_path):
+  path = _write(tmp_path, "name: x\nestimator: gumbel_magic\n")
+  with pytest.raises(cfg_lib.ConfigError) as err:
+    cfg_lib.load(path)
+  assert "gumbel_magic" in str(err.value)
+  for name in gumbax.estimators.names():
+    assert repr(name) in str(err.value)
+
+
+def test_unknown_task_lists_tasks(tmp_path):
+  with pytest.raises(cfg_lib.ConfigError) as err:
+    cfg_lib.load(_write(tmp_path, "name: x\ntask: {name: mnist_gan}\n"))
+  for name in cfg_lib.TASKS:
+    assert name in str(err.value)
+
+
+def test_unknown_estimator_option_lists_valid_ones(tmp_path):
+  path = _write(tmp_path, "name: x\nestimator: {name: rloo, options: {samples: 4}}\n")
+  with pytest.raises(cfg_lib.ConfigError, match=r"samples.*num_samples"):
+    cfg_lib.load(path)
+
+
+def test_estimator_that_cannot_train_the_task(tmp_path):
+  path = _write(tmp_path, "name: x\ntask: {name: vae, distribution: categorical}\nestimator: disarm\n")
+  with pytest.raises(cfg_lib.ConfigError, match="bernoulli"):
+    cfg_lib.load(path)
+  with pytest.raises(cfg_lib.ConfigError, match="enumerates"):
+    cfg_lib.load(_write(tmp_path, "name: x\ntask: {name: vae}\nestimator: exact\n"))
+
+
+def test_steps_must_align_with_log_every(tmp_path):
+  with pytest.raises(cfg_lib.ConfigError, match=r"train\.steps \(25\).*log_every \(10\)"):
+    cfg_lib.load(_write(tmp_path, "name: x\ntrain: {steps: 25, log_every: 10}\n"))
+
+
+def test_yaml_syntax_error_and_missing_file(tmp_path):
+  with pytest.raises(cfg_lib.ConfigError, match="not valid YAML"):
+    cfg_lib.load(_write(tmp_path, "name: [x\n"))
+  with pytest.raises(cfg_lib.ConfigError, match="does not exist"):
+    cfg_lib.load(tmp_path / "nope.yaml")
+
+
+def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
+  path = _write(tmp_path, "name: x\ntrain: {steps: 100}\n")
+  config = cfg_lib.load(path, ["train.steps=20", "sweep.seeds=[3, 4]", "estimator=rloo",
+                               "task.target=0.499"])
+  assert config.train.steps == 20 and config.sweep.seeds == [3, 4]
+  assert config.estimator.name == "rloo" and config.task.target == 0.499
+  with pytest.raises(cfg_lib.ConfigError, match="dotted.key=value"):
+    cfg_lib.load(path, ["train.steps"])
+  with pytest.raises(cfg_lib.ConfigError, match=r"train\.stepz"):
+    cfg_lib.load(path, ["train.stepz=3"])
+
+
+def test_expand_is_the_product_and_skips_incompatible_pairs(tmp_path):
+  path = _write(tmp_path, """
+name: x
+sweep:
+  tasks: [{name: toy, distribution: bernoulli}, {name: toy, distribution: categorical}]
+  estimators: [reinforce, disarm, {name: rloo, options: {num_samples: 3}}]
+  seeds: [0, 1]
+  learning_rates: [0.1, 0.01]
+""")
+  config = cfg_lib.load(path)
+  members, skipped = cfg_lib.expand(config)
+  # disarm is Bernoulli-only: 2 tasks x 3 estimators - 1 pair, x 2 seeds x 2 learning rates.
+  assert len(members) == (2 * 3 - 1) * 2 * 2
+  assert len(skipped) == 1 and "disarm" in skipped[0] and "categorical" in skipped[0]
+  ids = {m.id for m in members}
+  assert "toy-bernoulli-t0.45-rloo_num_samples=3-lr0.01-seed1" in ids
+  for m in members:
+    assert m.config.sweep == cfg_lib.Sweep()
+    assert m.config.seed in (0, 1) and m.config.optimizer.learning_rate in (0.1, 0.01)
+  groups = {m.group for m in members}
+  assert len(groups) == len(members) // 2  # the seeds of a group share everything else
+
+
+def test_sweep_temperatures_set_the_initial_temperature(tmp_path):
+  config = cfg_lib.load(_write(tmp_path, "name: x\nsweep: {temperatures: [0.5, 2.0]}\n"))
+  members, _ = cfg_lib.expand(config)
+  assert sorted(m.config.temperature.init for m in members) == [0.5, 2.0]
+  assert cfg_lib.scheduled_temperature("relaxed") and not cfg_lib.scheduled_temperature("rebar")
+  assert not cfg_lib.scheduled_temperature("reinforce")

@@ -1,0 +1,273 @@
+"""Tests for experiments.report on synthetic run folders."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments import report as rp
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TASKS = ("toy", "vae")
+ESTIMATORS = {"rloo": None, "gumbel_rao(num_samples=10)": 0.5}  # estimator -> temperature
+FINAL_KEYS = ("train/loss", "valid/nll", "test/neg_elbo", "test/nll")
+
+
+def _final(task: str, estimator: str, seed: int) -> dict[str, float]:
+  """Deterministic, distinct final metrics per member (some above 10, some below)."""
+  rng = np.random.default_rng([TASKS.index(task), list(ESTIMATORS).index(estimator), seed])
+  scale = 100.0 if task == "vae" else 0.1
+  return {key: float(scale * (1 + rng.random())) for key in FINAL_KEYS}
+
+
+def _rows(task: str, estimator: str, seed: int) -> list[dict]:
+  temperature = ESTIMATORS[estimator]
+  rows = []
+  for step in range(0, 101, 10):
+    row = {"step": step, "split": "train", "wall_time": step / 10, "learning_rate": 1e-3,
+           "loss": 5.0 / (1 + step) + 0.1 * seed}
+    if temperature is not None:
+      row["temperature"] = max(temperature, 1.0 - step / 100)
+      if task == "toy":
+        row["grad_variance"] = 1.0 / (1 + step) + 0.01 * seed
+    rows.append(row)
+    if step % 50 == 0:
+      rows.append({"step": step, "split": "valid", "wall_time": step / 10,
+                   "neg_elbo": 4.0 - step / 50 + seed, "nll": 3.5 - step / 50 + seed,
+                   "iw_samples": 100})
+  rows.append({"step": 100, "split": "test", "wall_time": 11.0, "nll": 1.2 + seed})
+  return rows
+
+
+def _write_member(run: Path, task: str, estimator: str, seed: int, *, summary: bool = True,
+                  status: str = "completed", rows: list[dict] | None = None,
+                  final: dict | None = None) -> Path:
+  member_id = f"{task}-{estimator}-s{seed}"
+  member = run / "members" / member_id
+  member.mkdir(parents=True)
+  rows = _rows(task, estimator, seed) if rows is None else rows
+  (member / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  if summary:
+    (member / "summary.json").write_text(json.dumps({
+        "member": member_id, "task": task, "estimator": estimator, "seed": seed,
+        "temperature": ESTIMATORS[estimator], "learning_rate": 1e-3, "hyperparameters": {},
+        "status": status, "message": "", "steps": 100, "wall_time": 10.0 + seed,
+        "final": _final(task, estimator, seed) if final is None else final}))
+  return member
+
+
+def _make_run(run: Path, seeds=(0, 1, 2), tasks=TASKS, estimators=tuple(ESTIMATORS)) -> Path:
+  """Two tasks x two estimators x seeds, plus the awkward cases of a real run."""
+  for task in tasks:
+    for estimator in estimators:
+      for seed in seeds:
+        _write_member(run, task, estimator, seed)
+  first = run / "members" / f"{tasks[0]}-{estimators[0]}-s{seeds[0]}" / "metrics.jsonl"
+  rows = _rows(tasks[0], estimators[0], seeds[0])
+  for row in rows:  # NaN at steps every seed logged: gaps in curves, no warnings.
+    if row["step"] == 50:
+      row["loss" if row["split"] == "train" else "nll"] = math.nan
+  first.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  with first.open("a") as f:
+    f.write(json.dumps({"step": 105, "split": "train", "loss": float("nan")}) + "\n")
+    f.write('{"step": 110, "split": "tra')  # Killed mid-write.
+  _write_member(run, tasks[0], estimators[0], 99, summary=False)
+  return run
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+  return _make_run(tmp_path / "run")
+
+
+def _expected(task: str, estimator: str, key: str, seeds=(0, 1, 2)) -> tuple[float, float]:
+  values = np.array([_final(task, estimator, s)[key] for s in seeds])
+  return float(np.mean(values)), float(np.std(values, ddof=1))
+
+
+def _row_for(header, rows, task, estimator):
+  (row,) = [r for r in rows if r[0] == task and r[1] == estimator]
+  return dict(zip(header, row))
+
+
+def test_read_metrics_skips_truncated_lines_and_keeps_nan(tmp_path: Path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 0, "split": "train", "loss": NaN}\n\n[1, 2]\n{"split": "train"}\n'
+                  '{"step": 1, "split": "valid", "nll": Infinity}\n{"step": 2, "sp')
+  rows = rp.read_metrics(path)
+  assert [r["step"] for r in rows] == [0, 1]
+  assert math.isnan(rows[0]["loss"]) and rows[1]["nll"] == math.inf
+  assert rp.read_metrics(tmp_path / "missing.jsonl") == []
+
+
+def test_load_run_skips_member_without_summary(run_dir: Path):
+  skipped = []
+  members = rp.load_run(run_dir, skipped)
+  assert len(members) == len(TASKS) * len(ESTIMATORS) * 3
+  assert len(skipped) == 1 and "toy-rloo-s99" in skipped[0]
+  nan_member = next(m for m in members if m.dir.name == "toy-rloo-s0")
+  assert nan_member.metrics[-1]["step"] == 105 and math.isnan(nan_member.metrics[-1]["loss"])
+
+
+def test_group_key_ignores_seed():
+  a = {"task": "t", "estimator": "e", "temperature": 0.5, "learning_rate": 0.1, "seed": 0}
+  assert rp.group_key(a) == rp.group_key({**a, "seed": 7})
+  assert rp.group_key(a) != rp.group_key({**a, "temperature": 1.0})
+
+
+def test_table_mean_std_match_numpy(run_dir: Path):
+  header, rows = rp.comparison_table(rp.load_run(run_dir))
+  assert header[:5] == ["task", "estimator", "temperature", "learning rate", "seeds"]
+  assert header[5:9] == ["test/neg_elbo", "test/nll", "valid/nll", "train/loss"]
+  assert "status" not in header and len(rows) == 4
+  for task in TASKS:
+    for estimator in ESTIMATORS:
+      row = _row_for(header, rows, task, estimator)
+      assert row["seeds"] == "3"
+      for key in FINAL_KEYS:
+        mean, std = _expected(task, estimator, key)
+        mean_text, std_text = row[key].split(" ± ")
+        assert mean_text == (f"{mean:.2f}" if abs(mean) >= 10 else f"{mean:.4g}")
+        assert std_text == (f"{std:.2f}" if abs(std) >= 10 else f"{std:.4g}")
+      assert row["wall time (s)"] == "11.00" and row["steps"] == "100"
+
+
+def test_format_rule():
+  assert rp._fmt(1234.5678) == "1234.57"
+  assert rp._fmt(-12.0) == "-12.00"
+  assert rp._fmt(0.0123456) == "0.01235"
+  assert rp._fmt(9.87654) == "9.877"
+  assert rp._fmt(float("nan")) == "nan" and rp._fmt(float("inf")) == "inf"
+
+
+def test_single_seed_and_failed_status(tmp_path: Path):
+  run = tmp_path / "run"
+  _write_member(run, "toy", "rloo", 0)
+  _write_member(run, "toy", "rloo", 1, status="nan", final={"test/nll": float("nan")})
+  _write_member(run, "vae", "rloo", 0)
+  header, rows = rp.comparison_table(rp.load_run(run))
+  toy, vae = _row_for(header, rows, "toy", "rloo"), _row_for(header, rows, "vae", "rloo")
+  assert toy["status"] == "completed: 1, nan: 1" and vae["status"] == "completed: 1"
+  assert toy["test/nll"] == "nan"  # A diverged seed is visible, not averaged away.
+  # Only one of the two seeds has train/loss: its value, marked as a partial count.
+  assert toy["train/loss"] == rp._fmt(_final("toy", "rloo", 0)["train/loss"]) + " (n=1)"
+  assert vae["test/nll"] == rp._fmt(_final("vae", "rloo", 0)["test/nll"])  # One seed: no "±".
+
+
+def test_csv_columns_parse_back(run_dir: Path, tmp_path: Path):
+  _, csv_path = rp.write_tables(rp.load_run(run_dir), tmp_path / "out")
+  with csv_path.open() as f:
+    records = list(csv.DictReader(f))
+  assert len(records) == 4
+  assert not any("±" in value for r in records for value in r.values())
+  for record in records:
+    task, estimator = record["task"], record["estimator"]
+    for key in FINAL_KEYS:
+      mean, std = _expected(task, estimator, key)
+      assert float(record[f"{key}_mean"]) == pytest.approx(mean, rel=1e-12)
+      assert float(record[f"{key}_std"]) == pytest.approx(std, rel=1e-12)
+    assert float(record["learning_rate"]) == 1e-3
+    assert record["temperature"] == ("" if ESTIMATORS[estimator] is None else "0.5")
+  _write_member(tmp_path / "one", "toy", "rloo", 0)
+  single = rp.write_tables(rp.load_run(tmp_path / "one"), tmp_path / "single")[1]
+  with single.open() as f:
+    (record,) = list(csv.DictReader(f))
+  assert record["test/nll_std"] == "" and float(record["test/nll_mean"]) == pytest.approx(
+      _final("toy", "rloo", 0)["test/nll"], rel=1e-12)
+
+
+def test_markdown_table_shape(run_dir: Path, tmp_path: Path):
+  md_path, _ = rp.write_tables(rp.load_run(run_dir), tmp_path)
+  lines = md_path.read_text(encoding="utf-8").strip().splitlines()
+  assert len(lines) == 2 + 4  # Header, separator, one row per group.
+  assert set(lines[1].replace(" ", "")) == set("|-")
+  widths = {line.count(" | ") for line in lines}
+  assert len(widths) == 1 and widths.pop() == 5 + len(FINAL_KEYS) + 2 - 1
+
+
+def _assert_png(path: Path):
+  data = path.read_bytes()
+  assert data[:8] == PNG_MAGIC and len(data) > 10_000
+
+
+def test_plots_written(run_dir: Path, tmp_path: Path):
+  paths = rp.write_plots(rp.load_run(run_dir), tmp_path)
+  names = sorted(p.name for p in paths)
+  assert names == ["gradient_variance_toy.png", "learning_curves_toy.png",
+                   "learning_curves_vae.png", "temperature.png"]
+  for path in paths:
+    assert path.parent == tmp_path / "plots"
+    _assert_png(path)
+
+
+def test_plots_skipped_without_temperature_or_variance(tmp_path: Path):
+  run = _make_run(tmp_path / "run", estimators=("rloo",))
+  paths = rp.write_plots(rp.load_run(run), tmp_path / "out")
+  assert sorted(p.name for p in paths) == ["learning_curves_toy.png", "learning_curves_vae.png"]
+  assert sorted(f.name for f in (tmp_path / "out" / "plots").iterdir()) == sorted(
+      p.name for p in paths)
+
+
+def test_gradient_variance_drops_non_positive_values(tmp_path: Path):
+  run = tmp_path / "run"
+  rows = _rows("toy", "gumbel_rao(num_samples=10)", 0)
+  for row in rows:
+    if "grad_variance" in row:
+      row["grad_variance"] = 0.0 if row["step"] % 20 else -1.0
+  _write_member(run, "toy", "gumbel_rao(num_samples=10)", 0, rows=rows)
+  paths = rp.write_plots(rp.load_run(run), tmp_path)
+  assert sorted(p.name for p in paths) == ["learning_curves_toy.png", "temperature.png"]
+  assert rp._positive({0: 0.0, 1: -2.0, 2: math.nan, 3: math.inf, 4: 0.5}) == {4: 0.5}
+
+
+def test_ema_and_alignment():
+  assert rp._ema({0: 1.0, 1: float("nan"), 2: 3.0}, alpha=0.5) == {0: 1.0, 1: 1.0, 2: 2.0}
+  steps, mean, lo, hi = rp._aggregate([{0: 1.0, 5: 2.0, 10: 3.0}, {0: 3.0, 10: 5.0}])
+  np.testing.assert_array_equal(steps, [0, 10])
+  np.testing.assert_array_equal(mean, [2.0, 4.0])
+  np.testing.assert_array_equal(lo, [1.0, 3.0])
+  np.testing.assert_array_equal(hi, [3.0, 5.0])
+  assert rp._aggregate([{0: 1.0}, {1: 1.0}]) is None
+
+
+def test_report_single_run_defaults_to_run_dir(run_dir: Path):
+  info = rp.report(run_dir)
+  assert info["members"] == 12 and len(info["skipped"]) == 1
+  assert info["table_md"] == run_dir / "table.md" and info["table_csv"].is_file()
+  assert len(info["plots"]) == 4 and all(p.is_file() for p in info["plots"])
+
+
+def test_report_merges_run_dirs(tmp_path: Path):
+  first = _make_run(tmp_path / "a")
+  second = _make_run(tmp_path / "b", seeds=(3, 4), tasks=("toy",))
+  info = rp.report([first, second], tmp_path / "out")
+  assert info["members"] == 12 + 4 and len(info["skipped"]) == 2
+  with info["table_csv"].open() as f:
+    seeds = {(r["task"], r["estimator"]): int(r["seeds"]) for r in csv.DictReader(f)}
+  assert seeds == {("toy", e): 5 for e in ESTIMATORS} | {("vae", e): 3 for e in ESTIMATORS}
+  with info["table_csv"].open() as f:
+    toy = next(r for r in csv.DictReader(f) if r["task"] == "toy" and r["estimator"] == "rloo")
+  mean, _ = _expected("toy", "rloo", "test/nll", seeds=(0, 1, 2, 3, 4))
+  assert float(toy["test/nll_mean"]) == pytest.approx(mean, rel=1e-12)
+  with pytest.raises(ValueError, match="out_dir is required"):
+    rp.report([first, second])
+
+
+def test_report_errors(tmp_path: Path):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(ValueError, match="empty"):
+    rp.report(empty)
+  unfinished = tmp_path / "unfinished"
+  _write_member(unfinished, "toy", "rloo", 0, summary=False)
+  with pytest.raises(ValueError, match="unfinished"):
+    rp.report([_make_run(tmp_path / "ok"), unfinished], tmp_path / "out")
+  with pytest.raises(FileNotFoundError, match="missing"):
+    rp.report(tmp_path / "missing")
+  with pytest.raises(ValueError, match="at least one"):
+    rp.report([])
