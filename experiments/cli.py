@@ -18,6 +18,15 @@ Config-driven experiments with gumbax estimators.
       Writes: config.yaml, members/*/metrics.jsonl, members/*/summary.json,
       table.md, table.csv and plots/*.png.
 
+  python -m experiments variance configs/variance_toy.yaml [key=value ...] [--out DIR]
+      Gradient-variance study: train one reference run (variance.train_estimator)
+      and, at each of variance.checkpoints, measure every estimator of
+      sweep.estimators on one fixed batch: variance (total and per parameter
+      group), bias / MSE against a reference gradient (exact, or an unbiased
+      estimator with many samples), SNR, cosine and ms per gradient. Writes
+      variance.jsonl, table_stepN.md/.csv, plots/variance.png and summary.json
+      (default folder runs/NAME).
+
   python -m experiments list
       The configs in configs/, the tasks, the estimators and the schedules.
 
@@ -39,7 +48,7 @@ def _configs_dir() -> pathlib.Path:
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="python -m experiments", description=DESCRIPTION,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report}")
+  sub = parser.add_subparsers(dest="command", required=True, metavar="{run,variance,list,report}")
   run = sub.add_parser("run", help="train every member of a config (resumes an existing run)",
                        description="Train every sweep member of CONFIG; see `python -m experiments -h`.")
   run.add_argument("config", help="a YAML config, or an existing run folder to resume")
@@ -48,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
   run.add_argument("--out", help="run folder (default: runs/NAME)")
   run.add_argument("--no-progress", action="store_true", help="no progress bar")
   run.add_argument("--no-report", action="store_true", help="skip the table and plots at the end")
+  variance = sub.add_parser("variance", help="gradient bias / variance study of a config's estimators")
+  variance.add_argument("config", help="a YAML config with a variance: section")
+  variance.add_argument("overrides", nargs="*", metavar="key=value")
+  variance.add_argument("--out", help="output folder (default: runs/NAME)")
+  variance.add_argument("--no-progress", action="store_true", help="no progress bar")
   sub.add_parser("list", help="configs, tasks, estimators and schedules")
   report = sub.add_parser("report", help="rebuild tables and plots from run folders")
   report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -72,6 +86,18 @@ def _run(args) -> int:
   if not args.no_report:
     result = report.report([out])
     print(pathlib.Path(result["table_md"]).read_text())
+  return 0
+
+
+def _variance(args) -> int:
+  from experiments import config as cfg_lib
+  from experiments import variance
+  config = cfg_lib.load(args.config, args.overrides)
+  out = pathlib.Path(args.out) if args.out else pathlib.Path("runs") / config.name
+  result = variance.run_variance(config, out, progress=not args.no_progress)
+  last = max(result["checkpoints"])
+  print((out / f"table_step{last}.md").read_text())
+  print(f"wall time: {result['wall_time']:.1f} s", file=sys.stderr)
   return 0
 
 
@@ -113,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
   try:
     if args.command == "run":
       return _run(args)
+    if args.command == "variance":
+      return _variance(args)
     if args.command == "list":
       return _list()
     return _report(args)

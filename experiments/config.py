@@ -188,6 +188,27 @@ class Sweep(_Schema):
   learning_rates: Optional[list[Positive]] = None
 
 
+class VarianceStudy(_Schema):
+  """Settings of ``python -m experiments variance`` (ignored by ``run``).
+
+  ``train_estimator`` trains the one reference run (default: ``estimator``);
+  ``checkpoints`` are its steps at which every estimator of ``sweep.estimators`` is
+  measured with ``num_samples`` gradients on one fixed batch. Control variates
+  are adapted for ``cv_steps`` variance-objective steps at each checkpoint. The
+  reference gradient is exact on the toy task (``auto``) and otherwise the mean of
+  ``reference_samples`` draws of ``reference_estimator``.
+  """
+  train_estimator: Optional[EstimatorSpec] = None
+  checkpoints: list[Annotated[int, Field(ge=0)]] = [0]
+  num_samples: Annotated[int, Field(ge=2)] = 1000
+  chunk_size: PositiveInt = 100
+  cv_steps: Annotated[int, Field(ge=0)] = 0
+  cv_learning_rate: Positive = 0.01
+  reference: Literal["auto", "exact", "estimator"] = "auto"
+  reference_estimator: EstimatorSpec = EstimatorSpec(name="rloo", options={"num_samples": 10})
+  reference_samples: Annotated[int, Field(ge=2)] = 10000
+
+
 class Config(_Schema):
   name: str
   description: str = ""
@@ -200,6 +221,7 @@ class Config(_Schema):
   seed: int = 0
   seeds_vectorized: bool = False
   sweep: Sweep = Sweep()
+  variance: VarianceStudy = VarianceStudy()
 
 
 def scheduled_temperature(estimator_name: str) -> bool:

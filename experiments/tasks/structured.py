@@ -40,9 +40,14 @@ class StructuredOutput(Task):
 
   def __init__(self, config, *, batch_size, data_config):
     super().__init__(config, batch_size=batch_size, data_config=data_config)
-    self.train_images, self.eval_images = _mnist.load(data_config)
-    self.eval_splits = tuple(s for s in ("valid", "test") if self.eval_images[s].shape[0])
+    if data_config is not None:  # None: batches come from the caller (tests, studies)
+      self.train_images, self.eval_images = _mnist.load(data_config)
     self._eval = jax.jit(self._eval_chunk, static_argnums=3)
+
+  @property
+  def eval_splits(self):
+    valid = self.data_config is not None and self.data_config.validation_size
+    return ("valid", "test") if valid else ("test",)
 
   @property
   def categorical(self) -> bool:

@@ -1,0 +1,289 @@
+"""Gradient-variance studies: bias, variance, SNR and cost of estimators along training.
+
+One reference training run (``variance.train_estimator``) provides the parameters at
+``variance.checkpoints``; at each of them every estimator of the sweep is measured
+on the same fixed batch, so all estimators see the same parameters. The reference
+gradient is exact (enumeration) on the toy task and otherwise the mean of
+``reference_samples`` draws of an unbiased estimator, whose own standard error is
+reported. Sampling uses ``gumbax.diagnostics.gradient_statistics``: vectorized,
+chunked (bounded memory) and sharded over local devices.
+
+References:
+  Tucker et al., REBAR, 2017 (arXiv 1703.07370), Figure 1; Grathwohl et al.,
+  Backpropagation through the Void, 2018 (arXiv 1711.00123), Figures 1 and 3;
+  Paulus et al., Rao-Blackwellizing the Straight-Through Gumbel-Softmax Gradient
+  Estimator, 2021 (arXiv 2010.04838); Dong, Mnih, Tucker, DisARM, 2020
+  (arXiv 2006.10680).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+import gumbax
+from experiments import config as cfg_lib
+from experiments import io
+from experiments import runner
+from experiments.tasks import make_task
+
+__all__ = ["run_variance"]
+
+COLUMNS = ["step", "estimator", "total_variance", "log10_variance", "squared_bias",
+           "debiased_squared_bias", "mse", "snr", "cosine", "ms_per_gradient"]
+
+
+def _measured_config(config: cfg_lib.Config, spec: cfg_lib.EstimatorSpec) -> cfg_lib.Config:
+  return config.model_copy(update={
+      "estimator": spec, "sweep": cfg_lib.Sweep(),
+      "temperature": spec.temperature or config.temperature})
+
+
+def _check(config: cfg_lib.Config) -> list[cfg_lib.EstimatorSpec]:
+  v = config.variance
+  if config.sweep.tasks or config.sweep.seeds or config.sweep.learning_rates or config.sweep.temperatures:
+    raise cfg_lib.ConfigError(
+        "A variance study measures one task at one seed: use `task:`, `seed:` and "
+        "`sweep.estimators` only (found sweep.tasks / seeds / learning_rates / temperatures).")
+  bad = [s for s in v.checkpoints if s % config.train.log_every]
+  if bad:
+    raise cfg_lib.ConfigError(
+        f"variance.checkpoints {bad} must be multiples of train.log_every ({config.train.log_every}).")
+  specs = config.sweep.estimators or [config.estimator]
+  problems = [f"{s.title}: {cfg_lib.incompatibility(config.task, s)}" for s in specs
+              if cfg_lib.incompatibility(config.task, s)]
+  if problems:
+    raise cfg_lib.ConfigError("Estimators that cannot be measured on this task:\n  " + "\n  ".join(problems))
+  return specs
+
+
+class _Measurer:
+  """Jitted measurement functions of one estimator, compiled once for every checkpoint.
+
+  Parameters, control variate, batch and step are arguments (not constants), so
+  the programs are reused at every checkpoint.
+  """
+
+  def __init__(self, program: runner._Program, settings):
+    self.task, self.settings = program.task, settings
+    at = program._estimator_at
+    task, n, chunk = program.task, settings.num_samples, settings.chunk_size
+
+    def gradient(params, cv, batch, step, key):
+      return task.gradients(at(step), key, params, cv, batch).grads
+
+    def stats(params, cv, batch, step, key, reference):
+      return gumbax.diagnostics.gradient_statistics(
+          lambda k: gradient(params, cv, batch, step, k), key, n, reference=reference,
+          chunk_size=chunk)
+
+    def adapt(params, cv, batch, step, key):
+      """``cv_steps`` variance-objective steps on the control variate at fixed params."""
+      opt = optax.adam(settings.cv_learning_rate)
+
+      def body(carry, i):
+        cv, opt_state = carry
+        out = task.gradients(at(step), jax.random.fold_in(key, i), params, cv, batch)
+        new_cv = out.cv
+        if jax.tree_util.tree_leaves(cv.get("params", {})):
+          updates, opt_state = opt.update(out.cv_grads, opt_state, cv["params"])
+          new_cv = {**new_cv, "params": optax.apply_updates(cv["params"], updates)}
+        return (new_cv, opt_state), None
+
+      carry = (cv, opt.init(cv.get("params", {})))
+      return jax.lax.scan(body, carry, jnp.arange(settings.cv_steps))[0][0]
+
+    self.init_cv = jax.jit(lambda params, batch, step, key: task.init_cv(at(step), key, params, batch))
+    self.adapt = jax.jit(adapt)
+    self.stats = jax.jit(stats)
+    self._compiled = None
+
+  def __call__(self, params, batch, step, key, reference):
+    """GradientStats at ``params`` and milliseconds per gradient sample.
+
+    The statistics program is compiled ahead of time (once per estimator), so the
+    timing covers only its execution: ``num_samples`` vectorized gradients and their
+    running statistics, divided by ``num_samples``.
+    """
+    step = jnp.asarray(step, jnp.int32)
+    cv = self.init_cv(params, batch, step, jax.random.fold_in(key, 1))
+    if cv and self.settings.cv_steps:
+      cv = self.adapt(params, cv, batch, step, jax.random.fold_in(key, 2))
+    args = (params, cv, batch, step, jax.random.fold_in(key, 3), reference)
+    if self._compiled is None:
+      self._compiled = self.stats.lower(*args).compile()
+    start = time.perf_counter()
+    stats = self._compiled(*args)
+    jax.block_until_ready(stats)
+    return stats, (time.perf_counter() - start) * 1e3 / self.settings.num_samples
+
+
+def _reference_fn(config, trainer, mesh):
+  """``(params, batch, step, key) -> (gradient, squared standard error, name)``."""
+  v = config.variance
+  kind = v.reference
+  if kind == "auto":
+    kind = "exact" if config.task.name == "toy" else "estimator"
+  if kind == "exact":
+    exact = gumbax.estimators.get("exact", distribution=config.task.distribution)
+    fn = jax.jit(lambda params, batch, key: trainer.task.gradients(exact, key, params, {}, batch).grads)
+    return lambda params, batch, step, key: (fn(params, batch, key), 0.0, "exact")
+  spec = v.reference_estimator
+  program = runner._Program(_measured_config(config, spec), trainer.task, mesh)
+  measurer = _Measurer(program, v.model_copy(update={"num_samples": v.reference_samples}))
+
+  def reference(params, batch, step, key):
+    stats, _ = measurer(params, batch, step, key, None)
+    se2 = float(sum(jnp.sum(jnp.square(s)) for s in jax.tree_util.tree_leaves(stats.standard_error)))
+    return stats.mean, se2, f"{spec.title} x {v.reference_samples}"
+  return reference
+
+
+def _row(step, label, stats, ms, ref_se2):
+  mean_norm = math.sqrt(sum(float(jnp.sum(jnp.square(m))) for m in jax.tree_util.tree_leaves(stats.mean)))
+  var = float(stats.total_variance)
+  sq_bias = float(stats.squared_bias)
+  row = {"step": step, "estimator": label, "total_variance": var,
+         "log10_variance": math.log10(var) if var > 0 else -math.inf,
+         "squared_bias": sq_bias,
+         # E||mean - ref||^2 = ||bias||^2 + tr V / n + tr V_ref / n_ref: remove the noise terms.
+         "debiased_squared_bias": sq_bias - var / stats.num_samples - ref_se2,
+         "mse": float(stats.mse), "snr": mean_norm / math.sqrt(var) if var > 0 else math.inf,
+         "cosine": float(stats.cosine), "ms_per_gradient": ms}
+  if isinstance(stats.mean, dict):
+    for group, values in stats.per_group().items():
+      row[f"variance/{group}"] = float(values["total_variance"])
+      row[f"squared_bias/{group}"] = float(values["squared_bias"])
+  return row
+
+
+def run_variance(config: cfg_lib.Config, out_dir: str | pathlib.Path, *, progress: bool = True) -> dict:
+  """Measures every estimator of ``config`` at every checkpoint; writes tables and plots.
+
+  Returns:
+    The summary dict (also written to ``out_dir/summary.json``).
+  """
+  specs = _check(config)
+  out_dir = pathlib.Path(out_dir)
+  io.write_atomic(out_dir / "config.yaml", cfg_lib.to_yaml(config))
+  v = config.variance
+  train_spec = v.train_estimator or config.estimator
+  mesh = Mesh(np.array(jax.devices()), ("data",))
+  task = make_task(config)
+  trainer = runner._Program(_measured_config(config, train_spec), task, mesh)
+  seed_key = jax.random.key(config.seed)
+  seed_keys = jax.random.wrap_key_data(jax.random.key_data(seed_key)[None])
+  data = task.data()
+  state = trainer.init(seed_keys, data)
+  batch = task.batch(jax.random.fold_in(seed_key, 99), jnp.zeros((), jnp.int32), data)
+  reference_fn = _reference_fn(config, trainer, mesh)
+  measurers = [_Measurer(runner._Program(_measured_config(config, spec), task, mesh), v)
+               for spec in specs]
+  rows, t0, done = [], time.perf_counter(), 0
+  bar = runner._progress(progress, len(v.checkpoints) * len(specs), 0, "variance")
+  (out_dir / "variance.jsonl").unlink(missing_ok=True)  # a study is rerun whole, not resumed
+  log = io.MetricsLog(out_dir / "variance.jsonl")
+  try:
+    for step in sorted(v.checkpoints):
+      while done < step:
+        state, _ = trainer.chunk(state, seed_keys, done, config.train.log_every, data)
+        done += config.train.log_every
+      params = jax.tree_util.tree_map(lambda x: x[0], state["params"])
+      key = jax.random.fold_in(jax.random.fold_in(seed_key, 7), step)
+      reference, ref_se2, ref_name = reference_fn(params, batch, step, key)
+      for spec, measure in zip(specs, measurers):
+        stats, ms = measure(params, batch, step, jax.random.fold_in(key, 11), reference)
+        row = _row(step, spec.title, stats, ms, ref_se2)
+        row["reference"], row["reference_se2"] = ref_name, ref_se2
+        rows.append(row)
+        log.write(row)
+        if bar is not None:
+          bar.update(1)
+          bar.set_postfix(step=step, estimator=spec.title)
+  finally:
+    log.close()
+    if bar is not None:
+      bar.close()
+  summary = {"task": cfg_lib.describe(config.task), "train_estimator": train_spec.title,
+             "checkpoints": sorted(v.checkpoints), "num_samples": v.num_samples,
+             "batch_size": config.train.batch_size, "devices": jax.device_count(),
+             "wall_time": time.perf_counter() - t0, "rows": rows}
+  io.write_json(out_dir / "summary.json", summary)
+  summary["tables"] = write_tables(rows, out_dir)
+  summary["plots"] = write_plots(rows, out_dir)
+  return summary
+
+
+def _fmt(x) -> str:
+  if isinstance(x, str):
+    return x
+  if x is None or not np.isfinite(x):
+    return str(x)
+  return f"{x:.4g}"
+
+
+def write_tables(rows: list[dict], out_dir: pathlib.Path) -> list[str]:
+  """``table_stepN.md`` and ``.csv`` per checkpoint."""
+  paths = []
+  extra = sorted({k for r in rows for k in r if k.startswith("variance/")})
+  columns = COLUMNS + extra
+  for step in sorted({r["step"] for r in rows}):
+    chosen = [r for r in rows if r["step"] == step]
+    md = out_dir / f"table_step{step}.md"
+    lines = ["| " + " | ".join(columns[1:]) + " |", "|" + "---|" * (len(columns) - 1)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns[1:]) + " |" for r in chosen]
+    note = (f"\nStep {step}; reference: {chosen[0]['reference']} (its standard error, squared "
+            f"and summed: {chosen[0]['reference_se2']:.3g}).\n")
+    io.write_atomic(md, "\n".join(lines) + "\n" + note)
+    path_csv = out_dir / f"table_step{step}.csv"
+    with open(path_csv, "w", newline="") as handle:
+      writer = csv.writer(handle)
+      writer.writerow(columns)
+      writer.writerows([[r.get(c) for c in columns] for r in chosen])
+    paths += [str(md), str(path_csv)]
+  return paths
+
+
+def write_plots(rows: list[dict], out_dir: pathlib.Path) -> list[str]:
+  """Log-variance and squared bias vs training step per estimator; bias-variance scatter."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+  names = list(dict.fromkeys(r["estimator"] for r in rows))
+  fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+  for name in names:
+    mine = sorted((r for r in rows if r["estimator"] == name), key=lambda r: r["step"])
+    steps = [r["step"] for r in mine]
+    variance = [r["total_variance"] for r in mine]
+    bias = [max(r["squared_bias"], 1e-30) for r in mine]
+    axes[0].plot(steps, variance, marker="o", label=name)
+    axes[1].plot(steps, bias, marker="o", label=name)
+    axes[2].scatter(variance[-1:], bias[-1:], label=name)
+  for ax, title in zip(axes, ["gradient variance (sum over parameters)",
+                              "squared bias against the reference",
+                              f"bias vs variance at step {max(r['step'] for r in rows)}"]):
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+  axes[0].set_xlabel("training step")
+  axes[1].set_xlabel("training step")
+  axes[2].set_xscale("log")
+  axes[2].set_xlabel("variance")
+  axes[2].set_ylabel("squared bias")
+  axes[0].legend(fontsize=7)
+  fig.tight_layout()
+  path = out_dir / "plots" / "variance.png"
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  print(f"variance study written to {out_dir}", file=sys.stderr)
+  return [str(path)]
