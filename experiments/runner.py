@@ -186,18 +186,25 @@ def _train_group(program: _Program, members: list[cfg_lib.Member], run_dir: path
   seed_keys = jnp.stack([jax.random.key_data(jax.random.key(m.config.seed)) for m in members])
   seed_keys = jax.random.wrap_key_data(seed_keys)
   state = program.init(seed_keys, data)
-  common = set.intersection(*[set(io.checkpoint_steps(f.folder)) for f in files])
+  pending = [f for f, t in zip(files, todo) if t]
+  common = set.intersection(*[set(io.checkpoint_steps(f.folder)) for f in pending])
   start, elapsed = 0, 0.0
   if common:
     start = max(common)
-    loaded = [io.load_checkpoint(f.folder, start, _slice(state, i)) for i, f in enumerate(files)]
-    state = _stack([s for s, _ in loaded])
-    elapsed = loaded[0][1].get("wall_time", 0.0)
+    slices = []
+    for i, f in enumerate(files):  # finished members keep their initial state (ignored)
+      slice_i = _slice(state, i)
+      if todo[i]:
+        slice_i, meta = io.load_checkpoint(f.folder, start, slice_i)
+        elapsed = meta.get("wall_time", 0.0)
+      slices.append(slice_i)
+    state = _stack(slices)
     _say(f"[{members[0].group}] resuming from the checkpoint at step {start}")
-  for f in files:
-    f.open(start)
-    f.write_summary(steps=start, wall_time=elapsed)
-  alive = np.array(todo)
+  alive = np.array(todo)  # finished members of a partly finished group are left untouched
+  for i, f in enumerate(files):
+    if alive[i]:
+      f.open(start)
+      f.write_summary(steps=start, wall_time=elapsed)
   steps, every = c.train.steps, c.train.log_every
   bar = _progress(progress, steps, start, members[0].group)
   t0 = time.perf_counter() - elapsed
@@ -235,8 +242,8 @@ def _train_group(program: _Program, members: list[cfg_lib.Member], run_dir: path
         _evaluate(program, state, seed_keys, files, alive, end, wall, final=False)
       if end % c.train.checkpoint_every == 0 or final:
         for i, f in enumerate(files):
-          io.save_checkpoint(f.folder, end, _slice(state, i), {"wall_time": wall})
           if alive[i]:
+            io.save_checkpoint(f.folder, end, _slice(state, i), {"wall_time": wall})
             f.write_summary(steps=end, wall_time=wall)
     else:
       wall = time.perf_counter() - t0

@@ -93,6 +93,8 @@ def test_toy_sweep_writes_every_output_and_learns(tmp_path):
   before = _rows(run_dir)
   runner.run(cfg_lib.load(tmp_path / "toy.yaml"), run_dir, progress=False)
   assert _rows(run_dir) == before
+  assert cli.main(["run", str(run_dir), "--no-progress"]) == 0  # resume by folder
+  assert _rows(run_dir) == before
   with pytest.raises(cfg_lib.ConfigError, match="different config"):
     runner.run(cfg_lib.load(tmp_path / "toy.yaml", ["train.steps=80"]), run_dir, progress=False)
 
