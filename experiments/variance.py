@@ -204,6 +204,7 @@ def run_variance(config: cfg_lib.Config, out_dir: str | pathlib.Path, *, progres
         stats, ms = measure(params, batch, step, jax.random.fold_in(key, 11), reference)
         row = _row(step, spec.title, stats, ms, ref_se2)
         row["reference"], row["reference_se2"] = ref_name, ref_se2
+        row["num_samples"] = v.num_samples
         rows.append(row)
         log.write(row)
         if bar is not None:
@@ -253,25 +254,45 @@ def write_tables(rows: list[dict], out_dir: pathlib.Path) -> list[str]:
   return paths
 
 
+def _resolved_bias(row) -> float:
+  """The noise-corrected squared bias, or NaN where it is within the sampling noise."""
+  noise = row["total_variance"] / max(row.get("num_samples", 1), 1) + row.get("reference_se2", 0.0)
+  value = row["debiased_squared_bias"]
+  return value if value > noise else float("nan")
+
+
 def write_plots(rows: list[dict], out_dir: pathlib.Path) -> list[str]:
-  """Log-variance and squared bias vs training step per estimator; bias-variance scatter."""
+  """Variance and resolved squared bias vs training step per estimator; their scatter.
+
+  The squared bias is the noise-corrected one (``debiased_squared_bias``) and is
+  drawn only where it exceeds its own noise level (the estimator's and the
+  reference's sampling variance): unbiased estimators have no point there.
+  """
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   (out_dir / "plots").mkdir(parents=True, exist_ok=True)
   names = list(dict.fromkeys(r["estimator"] for r in rows))
-  fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-  for name in names:
+  colors = plt.get_cmap("tab20")
+  markers = "osD^v<>pPX*h"
+  last = max(r["step"] for r in rows)
+  fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+  for i, name in enumerate(names):
+    style = {"color": colors(i % 20), "marker": markers[i % len(markers)], "label": name}
     mine = sorted((r for r in rows if r["estimator"] == name), key=lambda r: r["step"])
     steps = [r["step"] for r in mine]
-    variance = [r["total_variance"] for r in mine]
-    bias = [max(r["squared_bias"], 1e-30) for r in mine]
-    axes[0].plot(steps, variance, marker="o", label=name)
-    axes[1].plot(steps, bias, marker="o", label=name)
-    axes[2].scatter(variance[-1:], bias[-1:], label=name)
-  for ax, title in zip(axes, ["gradient variance (sum over parameters)",
-                              "squared bias against the reference",
-                              f"bias vs variance at step {max(r['step'] for r in rows)}"]):
+    axes[0].plot(steps, [r["total_variance"] for r in mine], **style)
+    bias = [_resolved_bias(r) for r in mine]
+    if any(np.isfinite(bias)):
+      axes[1].plot(steps, bias, **style)
+    end = mine[-1]
+    if end["step"] == last and np.isfinite(_resolved_bias(end)):
+      axes[2].scatter([end["total_variance"]], [_resolved_bias(end)], color=style["color"],
+                      marker=style["marker"], label=name)
+  titles = ["gradient variance (sum over parameters)",
+            "squared bias beyond sampling noise",
+            f"bias vs variance at step {last} (biased estimators)"]
+  for ax, title in zip(axes, titles):
     ax.set_yscale("log")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -280,7 +301,7 @@ def write_plots(rows: list[dict], out_dir: pathlib.Path) -> list[str]:
   axes[2].set_xscale("log")
   axes[2].set_xlabel("variance")
   axes[2].set_ylabel("squared bias")
-  axes[0].legend(fontsize=7)
+  axes[0].legend(fontsize=7, ncol=2)
   fig.tight_layout()
   path = out_dir / "plots" / "variance.png"
   fig.savefig(path, dpi=110)
