@@ -1,6 +1,10 @@
 """Gradient-estimator diagnostics: mean, variance, bias, MSE, SNR and cosine over keys.
 
-Generic over any estimator written as ``grad_fn(key) -> pytree of arrays``.
+Generic over any estimator written as ``grad_fn(key) -> pytree of arrays`` (or, with
+``vectorized=True``, ``grad_fn(keys) -> stacked gradients``).
+:func:`per_sample_gradients` computes such a stack cheaply for models whose noise
+enters after a deterministic encoder (one encoder pass and one batched VJP for all
+keys).
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import numbers
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,7 +22,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
-__all__ = ["GradientStats", "estimator_statistics", "gradient_statistics"]
+__all__ = ["GradientStats", "estimator_statistics", "gradient_statistics",
+           "per_sample_gradients"]
 
 PyTree = Any
 _AXIS = "samples"
@@ -110,12 +116,66 @@ def _acc_dtype(dtype: Any) -> np.dtype:
   return np.dtype(jnp.promote_types(dtype, jnp.float32))
 
 
-@functools.partial(jax.jit, static_argnames=("grad_fn", "num_samples", "chunk_size", "mesh"))
-def _statistics(grad_fn, key, reference, *, num_samples, chunk_size, mesh):
+def _sample_shapes(grad_fn, key, vectorized: bool) -> PyTree:
+  """Shapes and dtypes of one gradient sample (checks a vectorized ``grad_fn``)."""
+  if not vectorized:
+    return jax.eval_shape(grad_fn, key)
+  shapes = jax.eval_shape(grad_fn, key[None])
+  for path, s in jax.tree_util.tree_flatten_with_path(shapes)[0]:
+    if s.shape[:1] != (1,):
+      raise ValueError(
+          "With vectorized=True, `grad_fn` must map a batch of k keys to gradients whose "
+          f"leaves have a leading axis of size k; given 1 key, leaf "
+          f"{jax.tree_util.keystr(path)} has shape {s.shape}.")
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype), shapes)
+
+
+def _masked_sum(x: jax.Array, mask: jax.Array, method: str = "auto") -> jax.Array:
+  """``sum(where(mask[i], x[i], 0))`` over the leading (sample) axis of ``x``.
+
+  ``method="dot"`` computes it as a vector-matrix product with the 0/1 mask (exact
+  float32 products, ``Precision.HIGHEST``); ``"reduce"`` as a masked reduction;
+  ``"auto"`` uses the product on CPU and the reduction elsewhere: XLA's CPU
+  backend reduces over a leading axis far slower than it multiplies (64 samples of
+  a 784x512 gradient: 787 ms against 13 ms, ``benchmarks/statistics.py`` in
+  benchmarks/RESULTS.md), while GPUs fuse the reduction with its producer.
+  """
+  def by_dot(x, mask):
+    return jnp.tensordot(mask.astype(x.dtype), x, axes=1, precision=jax.lax.Precision.HIGHEST)
+
+  def by_reduce(x, mask):
+    return jnp.sum(jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, 0), axis=0)
+
+  if method == "dot":
+    return by_dot(x, mask)
+  if method == "reduce":
+    return by_reduce(x, mask)
+  return jax.lax.platform_dependent(x, mask, cpu=by_dot, default=by_reduce)
+
+
+# One gradient's shapes per grad_fn object, so repeated calls do not retrace it
+# eagerly (the compiled program is cached per grad_fn object too).
+_SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _cached_sample_shapes(grad_fn, key, vectorized: bool) -> PyTree:
+  signature = (key.shape, key.dtype, vectorized)
+  try:
+    per_fn = _SHAPES.setdefault(grad_fn, {})
+  except TypeError:  # not weakly referenceable: no cache
+    return _sample_shapes(grad_fn, key, vectorized)
+  if signature not in per_fn:
+    per_fn[signature] = _sample_shapes(grad_fn, key, vectorized)
+  return per_fn[signature]
+
+
+@functools.partial(jax.jit, static_argnames=("grad_fn", "num_samples", "chunk_size", "mesh",
+                                             "vectorized"))
+def _statistics(grad_fn, key, reference, *, num_samples, chunk_size, mesh, vectorized=False):
   """One program: split keys, scan over chunks, merge with Chan's parallel update."""
   n, c = num_samples, chunk_size
   keys = jax.random.split(key, n)
-  shapes = jax.eval_shape(grad_fn, key)
+  shapes = _sample_shapes(grad_fn, key, vectorized)
   zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, _acc_dtype(s.dtype)), shapes)
   has_ref = reference is not None
 
@@ -127,11 +187,16 @@ def _statistics(grad_fn, key, reference, *, num_samples, chunk_size, mesh):
     if mesh is not None:
       chunk_keys = jax.lax.with_sharding_constraint(
           chunk_keys, NamedSharding(mesh, PartitionSpec(_AXIS)))
-    grads = jax.tree.map(lambda g, z: g.astype(z.dtype), jax.vmap(grad_fn)(chunk_keys), zeros)
+    grads = grad_fn(chunk_keys) if vectorized else jax.vmap(grad_fn)(chunk_keys)
+    for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+      if g.shape[:1] != (c,):
+        raise ValueError(
+            f"With vectorized=True, `grad_fn` must return {c} samples for {c} keys; leaf "
+            f"{jax.tree_util.keystr(path)} has shape {g.shape}.")
+    grads = jax.tree.map(lambda g, z: g.astype(z.dtype), grads, zeros)
     n_b = jnp.sum(mask, dtype=jnp.int32)
     w_b = n_b / (count + n_b)  # weight of this chunk in the merged mean
-    chunk_mean = lambda x: jnp.sum(jnp.where(mask.reshape((c,) + (1,) * (x.ndim - 1)), x, 0),
-                                   axis=0) / n_b.astype(x.dtype)
+    chunk_mean = lambda x: _masked_sum(x, mask) / n_b.astype(x.dtype)
     update = lambda acc, new: acc + (new - acc) * w_b.astype(acc.dtype)  # running mean
 
     # Shift by the first chunk's mean: deviations are O(std) even when |mean| >> std.
@@ -194,7 +259,8 @@ def _check_reference(reference: PyTree, shapes: PyTree) -> PyTree:
   return jax.tree.map(lambda r, s: jnp.asarray(r, dtype=_acc_dtype(s.dtype)), reference, shapes)
 
 
-def _gradient_statistics(grad_fn, key, num_samples, reference, chunk_size, devices):
+def _gradient_statistics(grad_fn, key, num_samples, reference, chunk_size, devices,
+                         vectorized=False):
   """Validates the arguments and runs the program on ``devices`` (private)."""
   num_samples = _positive_int(num_samples, "num_samples", 2)
   chunk_size = _positive_int(chunk_size, "chunk_size", 1)
@@ -204,7 +270,9 @@ def _gradient_statistics(grad_fn, key, num_samples, reference, chunk_size, devic
   is_typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
   if key.ndim != (0 if is_typed else 1):
     raise ValueError(f"`key` must be a single PRNG key; got shape {key.shape}.")
-  shapes = jax.eval_shape(grad_fn, key)
+  if not isinstance(vectorized, bool):
+    raise TypeError(f"`vectorized` must be a bool; got {vectorized!r}.")
+  shapes = _cached_sample_shapes(grad_fn, key, vectorized)
   if not jax.tree.leaves(shapes):
     raise ValueError("`grad_fn` must return a pytree with at least one array; got "
                      f"{jax.tree.structure(shapes)}.")
@@ -214,19 +282,20 @@ def _gradient_statistics(grad_fn, key, num_samples, reference, chunk_size, devic
   chunk_size = -(-min(chunk_size, num_samples) // num_devices) * num_devices
   mesh = Mesh(np.array(devices), (_AXIS,)) if num_devices > 1 else None
   return _statistics(grad_fn, key, reference, num_samples=num_samples,
-                     chunk_size=chunk_size, mesh=mesh)
+                     chunk_size=chunk_size, mesh=mesh, vectorized=vectorized)
 
 
 def gradient_statistics(grad_fn: Callable[[ArrayLike], PyTree], key: ArrayLike,
                         num_samples: int, *, reference: PyTree | None = None,
-                        chunk_size: int = 1024) -> GradientStats:
+                        chunk_size: int = 1024, vectorized: bool = False) -> GradientStats:
   """Mean, variance, bias, MSE, SNR and cosine of a stochastic gradient estimator.
 
   ``key`` is split into ``num_samples`` keys with ``jax.random.split`` and
   ``grad_fn`` runs once per key, so results depend on ``chunk_size`` and the device
   count only through float rounding. Samples are drawn ``chunk_size`` at a time with
   ``jax.vmap`` in a ``jax.lax.scan`` (the last chunk is padded with repeats of the
-  last key and masked) and never stored: memory is O(chunk_size x gradient size)
+  last key and masked; with ``vectorized=True``, ``grad_fn`` receives the chunk's
+  keys itself, e.g. a :func:`per_sample_gradients` call) and never stored: memory is O(chunk_size x gradient size)
   plus 8 bytes per key. Each chunk's statistics are taken in two passes around a
   shift (the first chunk's mean) and merged with Chan et al.'s parallel update, so
   the variance stays accurate when ``|mean| >> std``. With several local devices
@@ -247,6 +316,11 @@ def gradient_statistics(grad_fn: Callable[[ArrayLike], PyTree], key: ArrayLike,
       (e.g. the exact gradient) for ``bias``, ``squared_bias``, ``mse`` and
       ``cosine``.
     chunk_size: number of samples evaluated at once, an int >= 1.
+    vectorized: if True, ``grad_fn`` maps a batch of ``k`` keys (shape ``(k,)``
+      for typed keys) to the ``k`` gradient samples stacked on a leading axis,
+      instead of one key to one sample; sample ``i`` must depend on key ``i``
+      only. Use it when a batched computation is cheaper than ``jax.vmap`` of
+      the per-key one (:func:`per_sample_gradients`).
 
   Returns:
     A :class:`GradientStats`.
@@ -268,7 +342,7 @@ def gradient_statistics(grad_fn: Callable[[ArrayLike], PyTree], key: ArrayLike,
     Sample Variances, 1979.
   """
   return _gradient_statistics(grad_fn, key, num_samples, reference, chunk_size,
-                              tuple(jax.local_devices()))
+                              tuple(jax.local_devices()), vectorized)
 
 
 def estimator_statistics(estimator, key: ArrayLike, logits: ArrayLike, f: Callable,
@@ -318,3 +392,103 @@ def estimator_statistics(estimator, key: ArrayLike, logits: ArrayLike, f: Callab
 
   return gradient_statistics(grad_fn, key, num_samples, reference=reference,
                              chunk_size=chunk_size)
+
+
+_ENCODER_VJPS = ("auto", "vmap", "map")
+
+
+def per_sample_gradients(encoder: Callable[[PyTree], PyTree],
+                         head: Callable[[ArrayLike, PyTree, PyTree], ArrayLike],
+                         encoder_params: PyTree, head_params: PyTree, keys: ArrayLike, *,
+                         encoder_vjp: str = "auto") -> tuple[PyTree, PyTree]:
+  """Per-key gradients of a model whose randomness enters after a deterministic encoder.
+
+  For ``loss_i = head(keys[i], encoder(encoder_params), head_params)`` returns the
+  gradients of every ``loss_i`` with respect to ``encoder_params`` and
+  ``head_params``, stacked on a new leading axis: the same values as
+  ``jax.vmap(jax.grad(lambda ep, hp, k: head(k, encoder(ep), hp), argnums=(0, 1)),
+  in_axes=(None, None, 0))(encoder_params, head_params, keys)``, computed with less
+  work. The encoder (e.g. a VAE's inference network up to the logits) runs
+  forward once; the head (sampling with the key, the decoder and the loss) runs
+  per key; and since the encoder's share of each gradient is linear in that
+  sample's gradient with respect to the encoder's output, one ``jax.vjp`` of the
+  encoder, applied to the batch of those cotangents, gives all encoder gradients.
+  Use it for variance studies of gradient estimators with
+  ``gradient_statistics(..., vectorized=True)``.
+
+  ``encoder_vjp`` chooses how that pullback meets the batch: ``"vmap"`` (one
+  batched program; best on GPUs and TPUs), ``"map"`` (``jax.lax.map``, one
+  cotangent at a time: XLA's CPU backend runs the per-sample weight gradients of a
+  batched pullback up to twice as slowly as the same matrix products one by one)
+  or ``"auto"`` (``"map"`` on CPU, ``"vmap"`` elsewhere, chosen when the
+  program is compiled, via ``jax.lax.platform_dependent``).
+
+  Works under ``jax.jit`` and ``jax.vmap``; ``encoder`` and ``head`` must be
+  traceable (no key: all randomness belongs in ``head``). Pass ``()`` as
+  ``head_params`` (and close over the head's parameters) when only the encoder's
+  gradients are wanted: the head's weight gradients are then not computed.
+
+  Args:
+    encoder: ``encoder_params -> latent`` (a pytree of floating-point arrays, e.g.
+      the logits), deterministic.
+    head: ``(key, latent, head_params) -> loss``, a scalar for one key.
+    encoder_params: the encoder's parameters (pytree of floating-point arrays).
+    head_params: the head's parameters (pytree; may be empty).
+    keys: a batch of PRNG keys, shape ``(k,)`` (typed) or ``(k, 2)`` (legacy uint32).
+    encoder_vjp: ``"auto"``, ``"vmap"`` or ``"map"``.
+
+  Returns:
+    ``(encoder_grads, head_grads)``: pytrees of ``encoder_params``' and
+    ``head_params``' structure with a leading axis of size ``k``.
+
+  Example:
+    >>> encoder = lambda p: mlp(p, x).reshape(batch, 20, 10)          # the logits
+    >>> def head(key, logits, p):                                     # -ELBO at a sample
+    ...   return neg_elbo(p, x, logits, gumbax.gumbel_softmax(key, logits, 0.5))
+    >>> grad_fn = lambda keys: gumbax.diagnostics.per_sample_gradients(
+    ...     encoder, head, enc_params, dec_params, keys)
+    >>> stats = gumbax.diagnostics.gradient_statistics(grad_fn, key, 10_000,
+    ...                                                vectorized=True, chunk_size=64)
+
+  References:
+    Goodfellow, Efficient Per-Example Gradient Computations, 2015 (arXiv
+    1510.01799); Rochette, Manoel, Tramel, Efficient Per-Example Gradient
+    Computations in Convolutional Neural Networks, 2019 (arXiv 1912.06015).
+  """
+  for name, fn in (("encoder", encoder), ("head", head)):
+    if not callable(fn):
+      raise TypeError(f"`{name}` must be callable; got {fn!r}.")
+  if encoder_vjp not in _ENCODER_VJPS:
+    raise ValueError(f"`encoder_vjp` must be one of {list(_ENCODER_VJPS)}; got {encoder_vjp!r}.")
+  keys = keys if isinstance(keys, jax.Array) else jnp.asarray(keys)
+  is_typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
+  if keys.ndim != (1 if is_typed else 2) or not (is_typed or keys.dtype == jnp.uint32):
+    raise ValueError(
+        "`keys` must be a batch of PRNG keys, shape (k,) for typed keys or (k, 2) uint32 "
+        f"for legacy ones (e.g. jax.random.split(key, k)); got shape {keys.shape} and "
+        f"dtype {keys.dtype}.")
+  latent, pullback = jax.vjp(encoder, encoder_params)
+  loss = jax.eval_shape(head, keys[0], latent, head_params)
+  if not (isinstance(loss, jax.ShapeDtypeStruct) and loss.shape == ()
+          and jnp.issubdtype(loss.dtype, jnp.floating)):
+    got = (f"shape {loss.shape} and dtype {loss.dtype}"
+           if isinstance(loss, jax.ShapeDtypeStruct) else repr(jax.tree.structure(loss)))
+    raise ValueError(
+        f"`head` must return one floating-point scalar loss per key; got {got}. Reduce "
+        "over the data batch inside `head` (e.g. a mean over examples).")
+  latent_grads, head_grads = jax.vmap(jax.grad(head, argnums=(1, 2)), in_axes=(0, None, None))(
+      keys, latent, head_params)
+
+  def batched(cotangents):
+    return jax.vmap(pullback)(cotangents)[0]
+
+  def looped(cotangents):
+    return jax.lax.map(lambda c: pullback(c)[0], cotangents)
+
+  if encoder_vjp == "vmap":
+    encoder_grads = batched(latent_grads)
+  elif encoder_vjp == "map":
+    encoder_grads = looped(latent_grads)
+  else:
+    encoder_grads = jax.lax.platform_dependent(latent_grads, cpu=looped, default=batched)
+  return encoder_grads, head_grads

@@ -5,7 +5,10 @@ not) are shifted by their maximum, clamped far below it, and divided by the
 temperature in float32 (float64 for float64 logits). The clamp keeps infinities
 (from ``-inf`` masks or overflowing differences) away from the temperature's
 gradient without changing any value: ``exp(-1e30 / tau)`` is exactly zero for every
-tau below 1e28.
+tau below 1e28. The softmax (sigmoid) of the clamped scores has its own JVP, in
+which the clamp is the identity (wherever it acts the output is exactly 0, or 0 or
+1, so the tangent there is 0 anyway): reverse mode then saves only the output for
+the backward pass, no clamp mask.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
 from gumbax import _checks
@@ -40,23 +44,70 @@ def _tempered_scores(scores: jax.Array, temperature, axis: int) -> jax.Array:
   return diff * jnp.expand_dims(1.0 / tau, axis)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _softmax_of_tempered(x: jax.Array, axis: int) -> jax.Array:
-  """Softmax of scores already shifted to max 0 (no second max pass needed).
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _clamped_softmax(diff: jax.Array, inv_tau: jax.Array, axis: int) -> jax.Array:
+  """``softmax(max(diff, -SCORE_FLOOR) * inv_tau)`` for scores shifted to max 0.
 
-  ``x <= 0`` with a 0 at the argmax, so ``exp`` cannot overflow and the sum is
-  >= 1. The JVP is the usual ``y * (dx - <y, dx>)``, so reverse mode keeps only
-  ``y`` for the backward pass.
+  ``diff <= 0`` with a 0 at the argmax, so ``exp`` cannot overflow and the sum is
+  >= 1 (no second max pass needed).
   """
-  e = jnp.exp(x)
+  e = jnp.exp(jnp.maximum(diff, -_checks.SCORE_FLOOR) * inv_tau)
   return e / jnp.sum(e, axis=axis, keepdims=True)
 
 
-@_softmax_of_tempered.defjvp
-def _softmax_of_tempered_jvp(axis, primals, tangents):
-  (x,), (x_dot,) = primals, tangents
-  y = _softmax_of_tempered(x, axis)
+@functools.partial(_clamped_softmax.defjvp, symbolic_zeros=True)
+def _clamped_softmax_jvp(axis, primals, tangents):
+  """``y * (x_dot - <y, x_dot>)`` with ``x_dot`` the tempered scores' tangent.
+
+  The clamp is passed through as the identity: where it is active the output is
+  exactly 0, so that coordinate's tangent is 0 whatever ``x_dot`` is (and it adds
+  nothing to ``<y, x_dot>``). Reverse mode therefore keeps only ``y`` (and the
+  clamped differences when the temperature is differentiated), not a mask.
+  """
+  diff, inv_tau = primals
+  diff_dot, inv_tau_dot = tangents
+  y = _clamped_softmax(diff, inv_tau, axis)
+  x_dot = None
+  if not isinstance(diff_dot, SymbolicZero):
+    x_dot = diff_dot * inv_tau
+  if not isinstance(inv_tau_dot, SymbolicZero):
+    tau_term = jnp.maximum(diff, -_checks.SCORE_FLOOR) * inv_tau_dot
+    x_dot = tau_term if x_dot is None else x_dot + tau_term
+  if x_dot is None:
+    return y, jnp.zeros_like(y)
   return y, y * (x_dot - jnp.sum(y * x_dot, axis=axis, keepdims=True))
+
+
+@jax.custom_jvp
+def _clamped_sigmoid(z: jax.Array, inv_tau: jax.Array) -> jax.Array:
+  """``sigmoid(clip(z, -SCORE_FLOOR, SCORE_FLOOR) * inv_tau)``.
+
+  Computed without the clip, which changes no value where ``inv_tau > 0`` (where
+  it acts the result is exactly 0 or 1 either way); an infinite temperature
+  (``inv_tau == 0``) gives 0.5 as the clip does, not ``sigmoid(inf * 0)``. (XLA's
+  CPU backend runs the clamp, fused with the noise's logarithms, at about half the
+  speed at some shapes.) The clip matters for the temperature's tangent, where it
+  is applied.
+  """
+  return jnp.where(inv_tau > 0, jax.nn.sigmoid(z * inv_tau), 0.5)
+
+
+@functools.partial(_clamped_sigmoid.defjvp, symbolic_zeros=True)
+def _clamped_sigmoid_jvp(primals, tangents):
+  """``y (1 - y) x_dot``, the clip passed through (where it acts, ``y (1 - y) = 0``)."""
+  z, inv_tau = primals
+  z_dot, inv_tau_dot = tangents
+  y = _clamped_sigmoid(z, inv_tau)
+  x_dot = None
+  if not isinstance(z_dot, SymbolicZero):
+    x_dot = z_dot * inv_tau
+  if not isinstance(inv_tau_dot, SymbolicZero):
+    floor = _checks.SCORE_FLOOR
+    tau_term = jnp.clip(z, -floor, floor) * inv_tau_dot
+    x_dot = tau_term if x_dot is None else x_dot + tau_term
+  if x_dot is None:
+    return y, jnp.zeros_like(y)
+  return y, y * (1 - y) * x_dot
 
 
 def st_combine(hard: jax.Array, soft: jax.Array) -> jax.Array:
@@ -69,16 +120,23 @@ def st_combine(hard: jax.Array, soft: jax.Array) -> jax.Array:
 
 
 def softmax_scores(scores: jax.Array, temperature, axis: int) -> jax.Array:
-  """``softmax(scores / temperature)`` in the scores' (compute) dtype, NaN-free."""
+  """``softmax(scores / temperature)`` in the scores' (compute) dtype, NaN-free.
+
+  The same values as ``exp`` of the normalized :func:`_tempered_scores`; the
+  backward pass keeps only the result (and, for a differentiated temperature, the
+  clamped differences).
+  """
   axis = axis % scores.ndim
-  return _softmax_of_tempered(_tempered_scores(scores, temperature, axis), axis)
+  batch_shape = scores.shape[:axis] + scores.shape[axis + 1:]
+  tau = _checks.temperature_array(temperature, batch_shape, scores.dtype)
+  shift = jax.lax.stop_gradient(jnp.max(scores, axis=axis, keepdims=True))
+  return _clamped_softmax(scores - shift, jnp.expand_dims(1.0 / tau, axis), axis)
 
 
 def sigmoid_scores(scores: jax.Array, temperature) -> jax.Array:
   """``sigmoid(scores / temperature)`` in the scores' (compute) dtype, NaN-free."""
   tau = _checks.temperature_array(temperature, scores.shape, scores.dtype)
-  floor = _checks.SCORE_FLOOR
-  return jax.nn.sigmoid(jnp.clip(scores, -floor, floor) * (1.0 / tau))
+  return _clamped_sigmoid(scores, 1.0 / tau)
 
 
 def gumbel_softmax(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,

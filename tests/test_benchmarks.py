@@ -1,7 +1,9 @@
-"""Smoke test: benchmarks/estimators.py runs end to end on tiny sizes and counts right."""
+"""Smoke tests: the benchmark scripts run end to end on tiny sizes and count right."""
 
 import importlib
 import pathlib
+
+import pytest
 
 
 def test_estimator_benchmark_smoke(capsys, monkeypatch):
@@ -36,3 +38,103 @@ def test_estimator_benchmark_smoke(capsys, monkeypatch):
   assert bench.count_executed_evaluations(est, problem, args, logits.shape) == 3
   assert [(name, f) for name, f, _ in results["compare"]] == [
       ("relaxed", "MLP decoder"), ("relaxed", "linear")]
+
+
+# ---- the issue-7 goal scripts: tiny sizes, no torch (the tables' torch cells say "-") --
+
+
+def _bench(monkeypatch, name):
+  monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parents[1]))
+  return importlib.import_module(f"benchmarks.{name}")
+
+
+def test_fwd_bwd_smoke(capsys, monkeypatch, tmp_path):
+  bench = _bench(monkeypatch, "fwd_bwd")
+  out_json = tmp_path / "rows.json"
+  rows = bench.main(["--shapes", "64x10", "--functions", "gumbel_softmax_hard",
+                     "--dtypes", "bfloat16", "--repeats", "1", "--min-time", "0",
+                     "--variants", "lean", "--no-torch", "--json", str(out_json)])
+  out = capsys.readouterr().out
+  assert out.startswith("device: ") and "torch: not used" in out
+  assert "| gumbel_softmax_hard | bfloat16 | (64, 10) |" in out
+  (row,) = rows
+  assert row["elements"] == 640 and "torch_s" not in row and "gumbax_rbg_s" not in row
+  assert all(row[k] > 0 for k in ("gumbax_s", "hand_s", "lean_s", "copy_s"))
+  # % of copy bandwidth: 10 bytes per bfloat16 element against the copy's 8.
+  expected = 100 * 10 * row["copy_s"] / (8 * row["gumbax_s"])
+  assert abs(row["gumbax_pct_copy"] - expected) < 1e-9
+  assert out_json.exists()
+  with pytest.raises(SystemExit):
+    bench.main(["--functions", "gumbel_max", "--no-torch"])
+
+
+def test_fwd_bwd_prototype_matches_gumbax():
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import gumbax
+  from benchmarks import _prototypes
+
+  key = jax.random.key(3)
+  logits = jnp.asarray(np.linspace(-3, 3, 35, dtype=np.float32).reshape(5, 7)).at[0, 2].set(-jnp.inf)
+  cot = jnp.asarray(np.cos(np.arange(35.0)).reshape(5, 7), jnp.float32)
+  cases = {"gumbel_softmax": lambda k, l: gumbax.gumbel_softmax(k, l, 0.5),
+           "gumbel_softmax_hard": lambda k, l: gumbax.gumbel_softmax(k, l, 0.5, hard=True),
+           "relaxed_bernoulli": lambda k, l: gumbax.relaxed_bernoulli(k, l, 0.5)}
+  for name, ours in cases.items():
+    y1, g1 = jax.jit(lambda l: (lambda y, pb: (y, pb(cot)[0]))(*jax.vjp(lambda l: ours(key, l), l)))(logits)
+    lean = _prototypes.lean_fn(name, 0.5)
+    y2, g2 = jax.jit(lambda l: (lambda y, pb: (y, pb(cot)[0]))(*jax.vjp(lambda l: lean(key, l), l)))(logits)
+    np.testing.assert_array_equal(np.asarray(y1), np.asarray(y2))
+    np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-5, atol=1e-6)
+    assert np.all(np.isfinite(np.asarray(g2)))
+
+
+def test_vae_step_smoke(capsys, monkeypatch):
+  bench = _bench(monkeypatch, "vae_step")
+  result = bench.main(["--small", "--seeds", "2", "--seed-implementations", "gumbax",
+                       "--repeats", "1", "--min-time", "0", "--no-torch"])
+  out = capsys.readouterr().out
+  assert "| gumbax nnx (jax.jit) |" in out and "| hand-written JAX | " in out
+  assert set(result["single"]) == {"hand-written JAX", "gumbax nnx (jax.jit)",
+                                   "gumbax nnx (nnx.jit)"}
+  assert [r["implementation"] for r in result["seeds"]] == ["gumbax nnx (jax.jit)"]
+  assert all(r["throughput_ratio"] > 0 for r in result["seeds"])
+
+
+def test_vae_step_models_agree_in_structure():
+  """The gumbax and hand-written steps train the same architecture (same parameter count)."""
+  import jax
+  import numpy as np
+  from flax import nnx
+
+  bench = importlib.import_module("benchmarks.vae_step")
+  problem = ((16, (8,)), 2, 3, "relaxed")
+  (params, _, _), step = bench.hand_setup(0, *problem)
+  model, _ = bench.gumbax_model(0, *problem)
+  count = lambda tree: sum(np.size(x) for x in jax.tree.leaves(tree))
+  assert count(params) == count(nnx.state(model, nnx.Param))
+  x = np.ones((4, 16), np.float32)
+  state, loss = jax.jit(step)(bench.hand_setup(0, *problem)[0], x)
+  assert np.isfinite(float(loss))
+
+
+def test_variance_smoke(capsys, monkeypatch):
+  bench = _bench(monkeypatch, "variance")
+  results = bench.main(["--small", "--repeats", "1", "--no-torch"])
+  out = capsys.readouterr().out
+  assert "| gradients |" in out and "| study |" in out
+  for task in ("gradients", "study"):
+    assert all(t > 0 for t in results[task].values())
+  assert set(results["gradients"]) == {"gumbax", "gumbax (vmap)", "hand-written JAX"}
+  assert set(results["study"]) == {"gumbax", "hand-written JAX"}
+
+
+def test_statistics_smoke(capsys, monkeypatch):
+  bench = _bench(monkeypatch, "statistics")
+  original = bench.diagnostics._masked_sum
+  rows = bench.main(["--samples", "4", "--shape", "3x2", "--repeats", "1"])
+  assert bench.diagnostics._masked_sum is original  # restored after compiling
+  out = capsys.readouterr().out
+  assert "| masked sum |" in out and "| gradient_statistics |" in out
+  assert all(t > 0 for row in rows.values() for t in row.values())

@@ -328,3 +328,145 @@ def test_bad_inputs(kwargs, error, match):
   args.update(kwargs)
   with pytest.raises(error, match=match):
     gradient_statistics(**args)
+
+
+# ---- 8. per-sample gradients through a shared encoder, vectorized statistics ------
+
+# A small VAE-like model: an MLP encoder to (3, 2, 4) logits, a relaxed sample, a
+# non-linear decoder with two parameter leaves. The noise is a function of one
+# normal draw per key (XLA:CPU compiles threefry for (n, d) shapes slowly).
+_X = np.linspace(-1.0, 1.0, 15, dtype=np.float32).reshape(3, 5)
+ENC_PARAMS = {"w": jnp.asarray(np.sin(np.arange(40.0)).reshape(5, 8), jnp.float32),
+              "b": jnp.asarray(np.linspace(-0.5, 0.5, 8), jnp.float32)}
+HEAD_PARAMS = {"v": jnp.asarray(np.cos(np.arange(24.0)).reshape(8, 3), jnp.float32),
+               "c": jnp.float32(0.3)}
+
+
+def toy_encoder(p):
+  return jnp.tanh(_X @ p["w"] + p["b"][None]).reshape(3, 2, 4) * 2.0
+
+
+def toy_head(key, logits, p):
+  noise = jnp.sin(jax.random.normal(key) * jnp.arange(1.0, 25.0)).reshape(3, 2, 4)
+  y = jax.nn.softmax((logits + noise) / 0.7)
+  return jnp.mean(jnp.sin(y.reshape(3, 8) @ p["v"]) ** 2) + p["c"] * jnp.sum(logits**2)
+
+
+@jax.jit
+def naive_per_sample(enc_params, head_params, keys):
+  full = lambda ep, hp, k: toy_head(k, toy_encoder(ep), hp)
+  return jax.vmap(jax.grad(full, argnums=(0, 1)), in_axes=(None, None, 0))(
+      enc_params, head_params, keys)
+
+
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert x.shape == y.shape
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("mode", ["auto", "vmap", "map"])
+def test_per_sample_gradients_match_naive(mode):
+  keys = jax.random.split(jax.random.key(5), 6)
+  got = jax.jit(lambda e, h, k: diagnostics.per_sample_gradients(
+      toy_encoder, toy_head, e, h, k, encoder_vjp=mode))(ENC_PARAMS, HEAD_PARAMS, keys)
+  want = naive_per_sample(ENC_PARAMS, HEAD_PARAMS, keys)
+  assert got[0]["w"].shape == (6, 5, 8) and got[1]["c"].shape == (6,)
+  assert_trees_close(got, want)
+  # The samples differ (the noise matters), so equality is not trivial.
+  assert np.ptp(np.asarray(got[0]["w"]), axis=0).max() > 1e-3
+  # Legacy uint32 keys: the same keys, the same gradients.
+  legacy = diagnostics.per_sample_gradients(toy_encoder, toy_head, ENC_PARAMS, HEAD_PARAMS,
+                                            jax.random.key_data(keys), encoder_vjp=mode)
+  assert_trees_close(legacy, want)
+
+
+def test_per_sample_gradients_under_vmap_and_without_head_params():
+  keys = jax.random.split(jax.random.key(6), 4)
+  scales = jnp.array([1.0, -0.5])
+
+  def run(scale):
+    hp = jax.tree.map(lambda t: t * scale, HEAD_PARAMS)
+    return diagnostics.per_sample_gradients(toy_encoder, toy_head, ENC_PARAMS, hp, keys)
+
+  batched = jax.jit(jax.vmap(run))(scales)
+  for i, scale in enumerate(np.asarray(scales)):
+    hp = jax.tree.map(lambda t: t * scale, HEAD_PARAMS)
+    assert_trees_close(jax.tree.map(lambda t: t[i], batched),
+                       naive_per_sample(ENC_PARAMS, hp, keys))
+  # Head parameters closed over: only the encoder's gradients, and the same ones.
+  head = lambda k, logits, _: toy_head(k, logits, HEAD_PARAMS)
+  enc_only, none = jax.jit(lambda k: diagnostics.per_sample_gradients(
+      toy_encoder, head, ENC_PARAMS, (), k))(keys)
+  assert none == ()
+  assert_trees_close(enc_only, naive_per_sample(ENC_PARAMS, HEAD_PARAMS, keys)[0])
+
+
+def test_vectorized_statistics_match_per_key_statistics():
+  key, n = jax.random.key(7), 50  # 50 = 3 * 16 + 2: a padded, masked tail chunk
+
+  def batch_fn(keys):
+    return diagnostics.per_sample_gradients(toy_encoder, toy_head, ENC_PARAMS, HEAD_PARAMS, keys)
+
+  def one_fn(k):
+    return jax.tree.map(lambda t: t[0], naive_per_sample(ENC_PARAMS, HEAD_PARAMS, k[None]))
+
+  reference = jax.tree.map(lambda t: jnp.mean(t, 0), naive_per_sample(
+      ENC_PARAMS, HEAD_PARAMS, jax.random.split(jax.random.key(8), 8)))
+  vec = gradient_statistics(batch_fn, key, n, reference=reference, chunk_size=16,
+                            vectorized=True)
+  per_key = gradient_statistics(one_fn, key, n, reference=reference, chunk_size=16)
+  assert_stats_close(vec, per_key)
+  assert float(vec.total_variance) > 0
+
+
+def test_masked_sum_methods_agree():
+  x = jax.random.normal(jax.random.key(9), (5, 3, 2))
+  mask = jnp.array([True, False, True, True, False])
+  want = np.asarray(x, np.float64)[np.asarray(mask)].sum(0)
+  for method in ("auto", "dot", "reduce"):
+    np.testing.assert_allclose(np.asarray(diagnostics._masked_sum(x, mask, method)), want,
+                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(float(diagnostics._masked_sum(x[:, 0, 0], mask, method)),
+                               want[0, 0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda keys: diagnostics.per_sample_gradients(None, toy_head, ENC_PARAMS, HEAD_PARAMS, keys),
+     TypeError, r"`encoder` must be callable"),
+    (lambda keys: diagnostics.per_sample_gradients(toy_encoder, toy_head, ENC_PARAMS, HEAD_PARAMS,
+                                                   keys, encoder_vjp="scan"),
+     ValueError, r"`encoder_vjp` must be one of \['auto', 'vmap', 'map'\]; got 'scan'"),
+    (lambda keys: diagnostics.per_sample_gradients(toy_encoder, toy_head, ENC_PARAMS, HEAD_PARAMS,
+                                                   keys[0]),
+     ValueError, r"`keys` must be a batch of PRNG keys.*got shape \(\)"),
+    (lambda keys: diagnostics.per_sample_gradients(toy_encoder, toy_head, ENC_PARAMS, HEAD_PARAMS,
+                                                   jnp.zeros((3, 2), jnp.float32)),
+     ValueError, r"`keys` must be a batch of PRNG keys.*float32"),
+    (lambda keys: diagnostics.per_sample_gradients(
+        toy_encoder, lambda k, l, p: jnp.sum(l, -1), ENC_PARAMS, HEAD_PARAMS, keys),
+     ValueError, r"`head` must return one floating-point scalar loss per key; got shape \(3, 2\)"),
+    (lambda keys: gradient_statistics(lambda k: jnp.ones((3,)), keys[0], 10, vectorized=True),
+     ValueError, r"vectorized=True.*leading axis of size k.*shape \(3,\)"),
+    (lambda keys: gradient_statistics(lambda k: jnp.ones((len(k),)), keys[0], 10,
+                                      vectorized=1),
+     TypeError, r"`vectorized` must be a bool; got 1"),
+])
+def test_per_sample_bad_inputs(call, error, match):
+  with pytest.raises(error, match=match):
+    call(jax.random.split(jax.random.key(0), 3))
+
+
+def test_repeated_calls_do_not_retrace_grad_fn():
+  traces = []
+
+  def grad_fn(key):
+    traces.append(1)
+    return jax.random.normal(key, (2,))
+
+  first = gradient_statistics(grad_fn, jax.random.key(0), 10, chunk_size=4)
+  count = len(traces)
+  second = gradient_statistics(grad_fn, jax.random.key(0), 10, chunk_size=4)
+  assert len(traces) == count  # shapes and program both cached per grad_fn object
+  assert_stats_close(first, second, rtol=0, atol=0)
