@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,8 @@ import numpy as np
 
 from experiments import data as data_lib
 
-EVAL_BUDGET = 8192  # decoder evaluations per evaluation call (examples x samples)
+# Decoder evaluations per evaluation call (examples x samples); raise it on a GPU.
+EVAL_BUDGET = int(os.environ.get("GUMBAX_EVAL_BUDGET", "8192"))
 
 
 def dense_init(key, sizes: list[int]) -> list[dict]:
