@@ -1,7 +1,8 @@
-"""What the MNIST tasks share: dense layers, data placement, batches, chunked evaluation."""
+"""What the MNIST tasks share: dense layers, data, batches, chunked evaluation, a base class."""
 
 from __future__ import annotations
 
+import abc
 import functools
 import math
 import os
@@ -11,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import data as data_lib
+from experiments.tasks.base import Task
 
 # Decoder evaluations per evaluation call (examples x samples); raise it on a GPU.
 EVAL_BUDGET = int(os.environ.get("GUMBAX_EVAL_BUDGET", "8192"))
@@ -95,3 +97,52 @@ def chunked_mean(fn, params, key, images: np.ndarray, num_samples: int,
 
 def log_mean_exp(x: jax.Array, axis: int) -> jax.Array:
   return jax.nn.logsumexp(x, axis=axis) - math.log(x.shape[axis])
+
+
+class MnistTask(Task):
+  """Base of the MNIST tasks: data, batches, discrete latents, chunked evaluation.
+
+  Subclasses define ``init``, the gradients and ``_eval_chunk(params, key, images,
+  num_samples) -> {name: per-example values}``.
+  """
+
+  def __init__(self, config, *, batch_size, data_config):
+    super().__init__(config, batch_size=batch_size, data_config=data_config)
+    if data_config is not None:  # None: batches come from the caller (tests, studies)
+      self.train_images, self.eval_images = load(data_config)
+    self._eval = jax.jit(self._eval_chunk, static_argnums=3)
+
+  @property
+  def eval_splits(self):
+    valid = self.data_config is not None and self.data_config.validation_size
+    return ("valid", "test") if valid else ("test",)
+
+  @property
+  def categorical(self) -> bool:
+    return self.distribution == "categorical"
+
+  @property
+  def latent_shape(self) -> tuple[int, ...]:
+    c = self.config
+    return (c.num_latents, c.num_classes) if self.categorical else (c.num_latents,)
+
+  def data(self):
+    return jnp.asarray(self.train_images)
+
+  def batch(self, key, step, data):
+    return sample_batch(key, step, data, self.batch_size, self.data_config.binarization == "dynamic")
+
+  def draw(self, key, logits):
+    """An exact discrete sample (one-hot for categorical latents) as float32."""
+    if self.categorical:
+      return jax.nn.one_hot(jax.random.categorical(key, logits), self.config.num_classes)
+    return jax.random.bernoulli(key, jax.nn.sigmoid(logits)).astype(jnp.float32)
+
+  @abc.abstractmethod
+  def _eval_chunk(self, params, key, images, num_samples):
+    """Per-example evaluation metrics of one chunk of images (jitted by the base)."""
+
+  def evaluate(self, params, key, split, num_samples, final):
+    limit = self.config.final_eval_examples if final else self.config.eval_examples
+    out = chunked_mean(self._eval, params, key, self.eval_images[split], num_samples, limit)
+    return {**out, "iw_samples": num_samples}

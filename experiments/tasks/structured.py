@@ -30,33 +30,12 @@ import jax.numpy as jnp
 
 import gumbax
 from experiments.tasks import _mnist
-from experiments.tasks.base import Task
 
 HALF = 392
 
 
-class StructuredOutput(Task):
+class StructuredOutput(_mnist.MnistTask):
   """Lower half from upper half through ``stochastic_layers`` discrete layers."""
-
-  def __init__(self, config, *, batch_size, data_config):
-    super().__init__(config, batch_size=batch_size, data_config=data_config)
-    if data_config is not None:  # None: batches come from the caller (tests, studies)
-      self.train_images, self.eval_images = _mnist.load(data_config)
-    self._eval = jax.jit(self._eval_chunk, static_argnums=3)
-
-  @property
-  def eval_splits(self):
-    valid = self.data_config is not None and self.data_config.validation_size
-    return ("valid", "test") if valid else ("test",)
-
-  @property
-  def categorical(self) -> bool:
-    return self.distribution == "categorical"
-
-  @property
-  def latent_shape(self) -> tuple[int, ...]:
-    c = self.config
-    return (c.num_latents, c.num_classes) if self.categorical else (c.num_latents,)
 
   @property
   def depth(self) -> int:
@@ -68,13 +47,6 @@ class StructuredOutput(Task):
     sizes = [HALF] + [width] * self.depth
     layers = [_mnist.dense_init(k, [m, n])[0] for k, m, n in zip(keys, sizes[:-1], sizes[1:])]
     return {"layers": layers, "out": _mnist.dense_init(keys[-1], [width, HALF])[0]}
-
-  def data(self):
-    return jnp.asarray(self.train_images)
-
-  def batch(self, key, step, data):
-    return _mnist.sample_batch(key, step, data, self.batch_size,
-                               self.data_config.binarization == "dynamic")
 
   def logits(self, params, level, h):
     return _mnist.affine(params["layers"][level], h).reshape(h.shape[:-1] + self.latent_shape)
@@ -107,13 +79,8 @@ class StructuredOutput(Task):
     for level in range(self.depth):
       logits = self.logits(params, level, h)
       out.append(logits)
-      h = self.flatten(self._draw(jax.random.fold_in(key, level), logits))
+      h = self.flatten(self.draw(jax.random.fold_in(key, level), logits))
     return out
-
-  def _draw(self, key, logits):
-    if self.categorical:
-      return jax.nn.one_hot(jax.random.categorical(key, logits), self.config.num_classes)
-    return jax.random.bernoulli(key, jax.nn.sigmoid(logits)).astype(jnp.float32)
 
   def init_cv(self, estimator, key, params, batch):
     logits = self._hard_path(params, key, batch[:, :HALF])
@@ -136,7 +103,7 @@ class StructuredOutput(Task):
     if not cv:
       return gumbax.estimators.StepGradients(loss, grads, {}, {})
     path = self._hard_path(params, jax.random.fold_in(key, 1), x)
-    hs = [x] + [self.flatten(self._draw(jax.random.fold_in(key, 200 + l), lg))
+    hs = [x] + [self.flatten(self.draw(jax.random.fold_in(key, 200 + l), lg))
                 for l, lg in enumerate(path[:-1])]
 
     def variance(cv_params):
@@ -161,14 +128,9 @@ class StructuredOutput(Task):
     def one(k):
       h = x
       for level in range(self.depth):
-        h = self.flatten(self._draw(jax.random.fold_in(k, level), self.logits(params, level, h)))
+        h = self.flatten(self.draw(jax.random.fold_in(k, level), self.logits(params, level, h)))
       return -self.nll_given(params, h, y)
 
     log_lik = jax.vmap(one)(jax.random.split(key, num_samples))
     return {"nll": -_mnist.log_mean_exp(log_lik, axis=0),
             "single_sample_nll": -jnp.mean(log_lik, axis=0)}
-
-  def evaluate(self, params, key, split, num_samples, final):
-    limit = self.config.final_eval_examples if final else self.config.eval_examples
-    out = _mnist.chunked_mean(self._eval, params, key, self.eval_images[split], num_samples, limit)
-    return {**out, "iw_samples": num_samples}

@@ -26,33 +26,12 @@ import jax.numpy as jnp
 
 import gumbax
 from experiments.tasks import _mnist
-from experiments.tasks.base import Task
 
 PIXELS = 784
 
 
-class Vae(Task):
+class Vae(_mnist.MnistTask):
   """Discrete-latent VAE on binarized MNIST."""
-
-  def __init__(self, config, *, batch_size, data_config):
-    super().__init__(config, batch_size=batch_size, data_config=data_config)
-    if data_config is not None:  # None: batches come from the caller (tests, studies)
-      self.train_images, self.eval_images = _mnist.load(data_config)
-    self._eval = jax.jit(self._eval_chunk, static_argnums=3)
-
-  @property
-  def eval_splits(self):
-    valid = self.data_config is not None and self.data_config.validation_size
-    return ("valid", "test") if valid else ("test",)
-
-  @property
-  def categorical(self) -> bool:
-    return self.distribution == "categorical"
-
-  @property
-  def latent_shape(self) -> tuple[int, ...]:
-    c = self.config
-    return (c.num_latents, c.num_classes) if self.categorical else (c.num_latents,)
 
   def init(self, key):
     c = self.config
@@ -63,13 +42,6 @@ class Vae(Task):
     if c.prior == "learned":
       params["prior"] = jnp.zeros(self.latent_shape, jnp.float32)
     return params
-
-  def data(self):
-    return jnp.asarray(self.train_images)
-
-  def batch(self, key, step, data):
-    return _mnist.sample_batch(key, step, data, self.batch_size,
-                               self.data_config.binarization == "dynamic")
 
   def encode(self, params, x):
     return _mnist.dense_apply(params["encoder"], x).reshape(x.shape[:-1] + self.latent_shape)
@@ -113,11 +85,7 @@ class Vae(Task):
   def _eval_chunk(self, params, key, x, num_samples):
     logits = self.encode(params, x)
     keys = jax.random.split(key, num_samples)
-    if self.categorical:
-      draw = lambda k: jax.nn.one_hot(jax.random.categorical(k, logits), self.config.num_classes)
-    else:
-      draw = lambda k: jax.random.bernoulli(k, jax.nn.sigmoid(logits)).astype(jnp.float32)
-    z = jax.vmap(draw)(keys)                                   # (m, batch) + latent
+    z = jax.vmap(lambda k: self.draw(k, logits))(keys)         # (m, batch) + latent
     log_lik = jax.vmap(lambda s: self.log_likelihood(params, s, x))(z)
     prior = jnp.broadcast_to(self.prior_logits(params), logits.shape)
     log_prior = jax.vmap(lambda s: self.log_prob(prior, s))(z)
@@ -126,8 +94,3 @@ class Vae(Task):
     return {"neg_elbo": -jnp.mean(log_lik, axis=0) + kl,
             "nll": -_mnist.log_mean_exp(log_lik + log_prior - log_q, axis=0),
             "reconstruction": -jnp.mean(log_lik, axis=0), "kl": kl}
-
-  def evaluate(self, params, key, split, num_samples, final):
-    limit = self.config.final_eval_examples if final else self.config.eval_examples
-    out = _mnist.chunked_mean(self._eval, params, key, self.eval_images[split], num_samples, limit)
-    return {**out, "iw_samples": num_samples}
