@@ -2,7 +2,7 @@
 
 Every method is a pure function of its arguments (keys included), so the runner can
 ``jit`` it, ``vmap`` it over seeds and shard the batch over devices. Tasks with one
-layer of discrete variables implement :meth:`Task.model` and inherit
+layer of discrete variables define ``model(params, batch) -> (logits, f)`` and inherit
 :meth:`Task.gradients` (``gumbax.estimators.value_and_grads``); tasks with several
 layers override :meth:`Task.init_cv` and :meth:`Task.gradients`.
 """
@@ -10,7 +10,7 @@ layers override :meth:`Task.init_cv` and :meth:`Task.gradients`.
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable
+from typing import Any
 
 import jax
 
@@ -54,9 +54,9 @@ class Task(abc.ABC):
     del key, step, data
     return None
 
-  def model(self, params, batch) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
-    """``(logits, f)`` for ``gumbax.estimators.value_and_grads`` (one stochastic layer)."""
-    raise NotImplementedError(f"{type(self).__name__} overrides gradients() instead")
+  # Tasks with one stochastic layer define ``model(params, batch) -> (logits, f)``
+  # (the input of ``gumbax.estimators.value_and_grads``); the two defaults below use
+  # it. Tasks with several layers override both instead.
 
   def init_cv(self, estimator, key, params, batch) -> dict:
     """The estimator's control variate for this task."""
