@@ -4,7 +4,8 @@ Generic over any estimator written as ``grad_fn(key) -> pytree of arrays`` (or, 
 ``vectorized=True``, ``grad_fn(keys) -> stacked gradients``).
 :func:`per_sample_gradients` computes such a stack cheaply for models whose noise
 enters after a deterministic encoder (one encoder pass and one batched VJP for all
-keys).
+keys); :func:`per_sample_gradient_fn` wraps it as a ``grad_fn`` whose encoder pass
+is shared by all chunks of a study.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
 __all__ = ["GradientStats", "estimator_statistics", "gradient_statistics",
-           "per_sample_gradients"]
+           "per_sample_gradient_fn", "per_sample_gradients"]
 
 PyTree = Any
 _AXIS = "samples"
@@ -130,27 +131,79 @@ def _sample_shapes(grad_fn, key, vectorized: bool) -> PyTree:
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype), shapes)
 
 
-def _masked_sum(x: jax.Array, mask: jax.Array, method: str = "auto") -> jax.Array:
-  """``sum(where(mask[i], x[i], 0))`` over the leading (sample) axis of ``x``.
+def _merge_chunk(count: jax.Array, mean: PyTree, m2: PyTree, sq: PyTree | None, grads: PyTree,
+                 shift: PyTree, reference: PyTree | None, mask: jax.Array,
+                 method: str = "auto") -> tuple[PyTree, PyTree, PyTree | None]:
+  """Merges one chunk of samples (leading axis; ``mask[i]`` false rows left out).
 
-  ``method="dot"`` computes it as a vector-matrix product with the 0/1 mask (exact
-  float32 products, ``Precision.HIGHEST``); ``"reduce"`` as a masked reduction;
-  ``"auto"`` uses the product on CPU and the reduction elsewhere: XLA's CPU
-  backend reduces over a leading axis far slower than it multiplies (64 samples of
-  a 784x512 gradient: 787 ms against 13 ms, ``benchmarks/statistics.py`` in
-  benchmarks/RESULTS.md), while GPUs fuse the reduction with its producer.
+  The running moments cover ``count`` samples so far: per coordinate, ``mean`` of
+  ``d_i = g_i - shift``, ``m2``, the sum of ``(d_i - mean)**2``, and, given a
+  ``reference``, ``sq``, the mean of ``(g_i - reference)**2`` (else None). Returns
+  the three updated to include the chunk's valid samples.
+
+  ``method="rows"`` visits the samples one at a time with Welford's update, so each
+  sample is read once while the running moments stay in cache; ``"reduce"`` takes
+  the chunk's moments as masked reductions over the sample axis (several passes
+  over the whole chunk) and merges them with Chan et al.'s parallel update;
+  ``"auto"`` uses rows on CPU and reductions elsewhere. On a CPU the rows are much
+  faster (XLA:CPU reduces over a leading axis slowly, and passes over a chunk that
+  does not fit in cache are memory-bound: ``benchmarks/statistics.py``); a GPU
+  fuses each reduction with its producer, and would run each row as a kernel.
   """
-  def by_dot(x, mask):
-    return jnp.tensordot(mask.astype(x.dtype), x, axes=1, precision=jax.lax.Precision.HIGHEST)
+  leaves, treedef = jax.tree.flatten(grads)
+  shifts, means, m2s = jax.tree.leaves(shift), jax.tree.leaves(mean), jax.tree.leaves(m2)
+  refs = None if reference is None else jax.tree.leaves(reference)
+  sqs = None if sq is None else jax.tree.leaves(sq)
 
-  def by_reduce(x, mask):
-    return jnp.sum(jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, 0), axis=0)
+  def by_rows(count, means, m2s, sqs, leaves, shifts, refs, mask):
+    def row(j, carry):
+      count, means, m2s, sqs = carry
+      valid = mask[j]
+      count = count + valid.astype(count.dtype)
+      new_means, new_m2s, new_sqs = [], [], []
+      for i, (g, s, m, q) in enumerate(zip(leaves, shifts, means, m2s)):
+        x = jax.lax.dynamic_index_in_dim(g, j, keepdims=False)
+        rate = jnp.where(valid, 1 / count, 0).astype(m.dtype)
+        d = x - s - m
+        m_new = m + d * rate
+        new_means.append(m_new)
+        new_m2s.append(q + jnp.where(valid, d * (x - s - m_new), 0))
+        if refs is not None:
+          new_sqs.append(sqs[i] + (jnp.square(x - refs[i]) - sqs[i]) * rate)
+      return count, new_means, new_m2s, new_sqs if refs is not None else sqs
 
-  if method == "dot":
-    return by_dot(x, mask)
-  if method == "reduce":
-    return by_reduce(x, mask)
-  return jax.lax.platform_dependent(x, mask, cpu=by_dot, default=by_reduce)
+    init = (count.astype(jnp.float32), means, m2s, sqs)
+    return jax.lax.fori_loop(0, mask.shape[0], row, init)[1:]
+
+  def by_reduce(count, means, m2s, sqs, leaves, shifts, refs, mask):
+    def masked_mean(x):
+      x = jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, 0)
+      return jnp.sum(x, axis=0) / n_b.astype(x.dtype)
+
+    n_b = jnp.sum(mask, dtype=jnp.int32)
+    w_b = n_b / (count + n_b)  # weight of the chunk in the merged mean
+    update = lambda acc, new: acc + (new - acc) * w_b.astype(acc.dtype)
+    new_means, new_m2s = [], []
+    for g, s, m, q in zip(leaves, shifts, means, m2s):
+      d = g - s[None]
+      mean_b = masked_mean(d)
+      m2_b = masked_mean(jnp.square(d - mean_b[None])) * n_b.astype(d.dtype)
+      delta = mean_b - m  # Chan et al.'s parallel merge
+      new_means.append(update(m, mean_b))
+      new_m2s.append(q + m2_b + jnp.square(delta) * (count * w_b).astype(delta.dtype))
+    new_sqs = None if refs is None else [
+        update(q, masked_mean(jnp.square(g - r[None]))) for g, r, q in zip(leaves, refs, sqs)]
+    return new_means, new_m2s, new_sqs
+
+  args = (count, means, m2s, sqs, leaves, shifts, refs, mask)
+  if method == "rows":
+    out = by_rows(*args)
+  elif method == "reduce":
+    out = by_reduce(*args)
+  else:
+    out = jax.lax.platform_dependent(*args, cpu=by_rows, default=by_reduce)
+  unflatten = lambda xs: jax.tree.unflatten(treedef, xs)
+  return unflatten(out[0]), unflatten(out[1]), None if out[2] is None else unflatten(out[2])
 
 
 # One gradient's shapes per grad_fn object, so repeated calls do not retrace it
@@ -195,29 +248,17 @@ def _statistics(grad_fn, key, reference, *, num_samples, chunk_size, mesh, vecto
             f"{jax.tree_util.keystr(path)} has shape {g.shape}.")
     grads = jax.tree.map(lambda g, z: g.astype(z.dtype), grads, zeros)
     n_b = jnp.sum(mask, dtype=jnp.int32)
-    w_b = n_b / (count + n_b)  # weight of this chunk in the merged mean
-    chunk_mean = lambda x: _masked_sum(x, mask) / n_b.astype(x.dtype)
-    update = lambda acc, new: acc + (new - acc) * w_b.astype(acc.dtype)  # running mean
-
-    # Shift by the first chunk's mean: deviations are O(std) even when |mean| >> std.
-    shift = jax.tree.map(lambda s, g: jnp.where(i == 0, chunk_mean(g), s), shift, grads)
-    dev = jax.tree.map(lambda g, s: g - s[None], grads, shift)
-    mean_b = jax.tree.map(chunk_mean, dev)
-    m2_b = jax.tree.map(lambda d, mb: n_b * chunk_mean(jnp.square(d - mb[None])), dev, mean_b)
-    delta = jax.tree.map(jnp.subtract, mean_b, mean_d)  # Chan et al.'s parallel merge
-    mean_d = jax.tree.map(update, mean_d, mean_b)
-    m2 = jax.tree.map(lambda ma, mb, dl: ma + mb + jnp.square(dl) * (count * w_b).astype(dl.dtype),
-                      m2, m2_b, delta)
+    # Shift by the first sample: deviations are O(std) even when |mean| >> std.
+    shift = jax.tree.map(lambda s, g: jnp.where(i == 0, g[0], s), shift, grads)
+    mean_d, m2, sq = _merge_chunk(count, mean_d, m2, sq, grads, shift, reference, mask)
     if has_ref:
-      sq = jax.tree.map(lambda a, g, r: update(a, chunk_mean(jnp.square(g - r[None]))),
-                        sq, grads, reference)
       per_sample = lambda t: sum(jnp.sum(x.reshape(c, -1), 1) for x in jax.tree.leaves(t))
       dot = per_sample(jax.tree.map(lambda g, r: g * r[None], grads, reference))
       g_norm = jnp.sqrt(per_sample(jax.tree.map(jnp.square, grads)))
       r_norm = jnp.sqrt(_tree_sum(jax.tree.map(jnp.square, reference)))
       ok = (g_norm > 0) & (r_norm > 0)
       cos_i = jnp.where(ok, dot / jnp.where(ok, g_norm, 1) / jnp.where(ok, r_norm, 1), 0)
-      cos = update(cos, chunk_mean(cos_i))
+      cos = cos + (jnp.sum(jnp.where(mask, cos_i, 0)) - n_b * cos) / (count + n_b)
     return (count + n_b, shift, mean_d, m2, sq, cos), None
 
   cos0 = jnp.zeros((), _tree_sum(zeros).dtype) if has_ref else None
@@ -413,7 +454,8 @@ def per_sample_gradients(encoder: Callable[[PyTree], PyTree],
   per key; and since the encoder's share of each gradient is linear in that
   sample's gradient with respect to the encoder's output, one ``jax.vjp`` of the
   encoder, applied to the batch of those cotangents, gives all encoder gradients.
-  Use it for variance studies of gradient estimators with
+  For variance studies of gradient estimators use :func:`per_sample_gradient_fn`
+  (the same gradients, with the encoder's forward pass shared by every chunk) with
   ``gradient_statistics(..., vectorized=True)``.
 
   ``encoder_vjp`` chooses how that pullback meets the batch: ``"vmap"`` (one
@@ -455,29 +497,49 @@ def per_sample_gradients(encoder: Callable[[PyTree], PyTree],
     1510.01799); Rochette, Manoel, Tramel, Efficient Per-Example Gradient
     Computations in Convolutional Neural Networks, 2019 (arXiv 1912.06015).
   """
+  return per_sample_gradient_fn(encoder, head, encoder_params, head_params,
+                                encoder_vjp=encoder_vjp)(keys)
+
+
+def per_sample_gradient_fn(encoder: Callable[[PyTree], PyTree],
+                           head: Callable[[ArrayLike, PyTree, PyTree], ArrayLike],
+                           encoder_params: PyTree, head_params: PyTree, *,
+                           encoder_vjp: str = "auto") -> Callable[[ArrayLike], tuple[PyTree, PyTree]]:
+  """:func:`per_sample_gradients` as a ``grad_fn(keys)``, with the encoder run once.
+
+  Runs the encoder forward now (or, under ``jax.jit``, once in the traced program)
+  and returns ``grad_fn(keys) -> (encoder_grads, head_grads)``, equal to
+  ``per_sample_gradients(encoder, head, encoder_params, head_params, keys,
+  encoder_vjp=encoder_vjp)`` for every batch of keys. Passed to
+  ``gradient_statistics(grad_fn, ..., vectorized=True)``, the encoder's forward pass
+  and its residuals are shared by all chunks instead of being recomputed per chunk.
+  On a CPU, chunks of a few samples are fastest: their gradients stay in the cache
+  while their moments are taken (``benchmarks/variance.py``, benchmarks/RESULTS.md).
+
+  Args:
+    encoder, head, encoder_params, head_params, encoder_vjp: as in
+      :func:`per_sample_gradients`.
+
+  Returns:
+    ``grad_fn(keys)`` for a batch of PRNG keys (shape ``(k,)`` typed or ``(k, 2)``
+    uint32), returning pytrees with a leading axis of size ``k``.
+
+  Example:
+    >>> grad_fn = gumbax.diagnostics.per_sample_gradient_fn(encoder, head, enc_params,
+    ...                                                     dec_params)
+    >>> stats = gumbax.diagnostics.gradient_statistics(grad_fn, key, 10_000,
+    ...                                                vectorized=True, chunk_size=4)
+
+  References:
+    Goodfellow, Efficient Per-Example Gradient Computations, 2015 (arXiv
+    1510.01799).
+  """
   for name, fn in (("encoder", encoder), ("head", head)):
     if not callable(fn):
       raise TypeError(f"`{name}` must be callable; got {fn!r}.")
   if encoder_vjp not in _ENCODER_VJPS:
     raise ValueError(f"`encoder_vjp` must be one of {list(_ENCODER_VJPS)}; got {encoder_vjp!r}.")
-  keys = keys if isinstance(keys, jax.Array) else jnp.asarray(keys)
-  is_typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
-  if keys.ndim != (1 if is_typed else 2) or not (is_typed or keys.dtype == jnp.uint32):
-    raise ValueError(
-        "`keys` must be a batch of PRNG keys, shape (k,) for typed keys or (k, 2) uint32 "
-        f"for legacy ones (e.g. jax.random.split(key, k)); got shape {keys.shape} and "
-        f"dtype {keys.dtype}.")
   latent, pullback = jax.vjp(encoder, encoder_params)
-  loss = jax.eval_shape(head, keys[0], latent, head_params)
-  if not (isinstance(loss, jax.ShapeDtypeStruct) and loss.shape == ()
-          and jnp.issubdtype(loss.dtype, jnp.floating)):
-    got = (f"shape {loss.shape} and dtype {loss.dtype}"
-           if isinstance(loss, jax.ShapeDtypeStruct) else repr(jax.tree.structure(loss)))
-    raise ValueError(
-        f"`head` must return one floating-point scalar loss per key; got {got}. Reduce "
-        "over the data batch inside `head` (e.g. a mean over examples).")
-  latent_grads, head_grads = jax.vmap(jax.grad(head, argnums=(1, 2)), in_axes=(0, None, None))(
-      keys, latent, head_params)
 
   def batched(cotangents):
     return jax.vmap(pullback)(cotangents)[0]
@@ -485,10 +547,30 @@ def per_sample_gradients(encoder: Callable[[PyTree], PyTree],
   def looped(cotangents):
     return jax.lax.map(lambda c: pullback(c)[0], cotangents)
 
-  if encoder_vjp == "vmap":
-    encoder_grads = batched(latent_grads)
-  elif encoder_vjp == "map":
-    encoder_grads = looped(latent_grads)
-  else:
-    encoder_grads = jax.lax.platform_dependent(latent_grads, cpu=looped, default=batched)
-  return encoder_grads, head_grads
+  def grad_fn(keys):
+    keys = keys if isinstance(keys, jax.Array) else jnp.asarray(keys)
+    is_typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    if keys.ndim != (1 if is_typed else 2) or not (is_typed or keys.dtype == jnp.uint32):
+      raise ValueError(
+          "`keys` must be a batch of PRNG keys, shape (k,) for typed keys or (k, 2) uint32 "
+          f"for legacy ones (e.g. jax.random.split(key, k)); got shape {keys.shape} and "
+          f"dtype {keys.dtype}.")
+    loss = jax.eval_shape(head, keys[0], latent, head_params)
+    if not (isinstance(loss, jax.ShapeDtypeStruct) and loss.shape == ()
+            and jnp.issubdtype(loss.dtype, jnp.floating)):
+      got = (f"shape {loss.shape} and dtype {loss.dtype}"
+             if isinstance(loss, jax.ShapeDtypeStruct) else repr(jax.tree.structure(loss)))
+      raise ValueError(
+          f"`head` must return one floating-point scalar loss per key; got {got}. Reduce "
+          "over the data batch inside `head` (e.g. a mean over examples).")
+    latent_grads, head_grads = jax.vmap(jax.grad(head, argnums=(1, 2)),
+                                        in_axes=(0, None, None))(keys, latent, head_params)
+    if encoder_vjp == "vmap":
+      encoder_grads = batched(latent_grads)
+    elif encoder_vjp == "map":
+      encoder_grads = looped(latent_grads)
+    else:
+      encoder_grads = jax.lax.platform_dependent(latent_grads, cpu=looped, default=batched)
+    return encoder_grads, head_grads
+
+  return grad_fn

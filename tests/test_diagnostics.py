@@ -421,15 +421,71 @@ def test_vectorized_statistics_match_per_key_statistics():
   assert float(vec.total_variance) > 0
 
 
-def test_masked_sum_methods_agree():
-  x = jax.random.normal(jax.random.key(9), (5, 3, 2))
-  mask = jnp.array([True, False, True, True, False])
-  want = np.asarray(x, np.float64)[np.asarray(mask)].sum(0)
-  for method in ("auto", "dot", "reduce"):
-    np.testing.assert_allclose(np.asarray(diagnostics._masked_sum(x, mask, method)), want,
-                               rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(float(diagnostics._masked_sum(x[:, 0, 0], mask, method)),
-                               want[0, 0], rtol=1e-6)
+def test_per_sample_gradient_fn_shares_the_encoder_pass():
+  key, n = jax.random.key(7), 10
+  calls = []
+
+  def encoder(p):
+    calls.append(1)  # counts traces of the encoder
+    return toy_encoder(p)
+
+  keys = jax.random.split(jax.random.key(5), 6)
+  want = naive_per_sample(ENC_PARAMS, HEAD_PARAMS, keys)
+  grad_fn = diagnostics.per_sample_gradient_fn(encoder, toy_head, ENC_PARAMS, HEAD_PARAMS)
+  assert len(calls) == 1  # the forward pass ran once, at construction
+  assert_trees_close(grad_fn(keys), want)
+  assert_trees_close(jax.jit(grad_fn)(keys), want)
+  assert_trees_close(jax.jit(jax.vmap(grad_fn))(keys.reshape(2, 3)),
+                     jax.tree.map(lambda t: t.reshape(2, 3, *t.shape[1:]), want))
+  stats = gradient_statistics(grad_fn, key, n, chunk_size=3, vectorized=True)
+  assert len(calls) == 1  # and not once per chunk
+
+  # Under jit: traced once in the outer program, outside the statistics' loop.
+  @jax.jit
+  def study(e, h):
+    fn = diagnostics.per_sample_gradient_fn(encoder, toy_head, e, h)
+    return gradient_statistics(fn, key, n, chunk_size=3, vectorized=True)
+
+  assert_stats_close(study(ENC_PARAMS, HEAD_PARAMS), stats)
+  assert len(calls) == 2
+  with pytest.raises(ValueError, match=r"`encoder_vjp` must be one of"):
+    diagnostics.per_sample_gradient_fn(toy_encoder, toy_head, ENC_PARAMS, HEAD_PARAMS,
+                                       encoder_vjp="scan")
+  with pytest.raises(ValueError, match=r"`keys` must be a batch of PRNG keys"):
+    grad_fn(keys[0])
+
+
+@pytest.mark.parametrize("method", ["auto", "rows", "reduce"])
+def test_merge_chunk_methods_agree_with_float64(method):
+  k1, k2 = jax.random.split(jax.random.key(9))
+  grads = {"w": 3.0 + jax.random.normal(k1, (8, 3, 2)), "b": jax.random.normal(k2, (8, 4))}
+  shift = jax.tree.map(lambda g: g[0], grads)
+  reference = jax.tree.map(lambda g: jnp.zeros(g.shape[1:]) + 0.5, grads)
+  mask = jnp.array([True, True, True, False, True, True, False, False])  # per chunk of 4
+  zeros = jax.tree.map(jnp.zeros_like, shift)
+
+  @jax.jit
+  def merged(grads, shift, reference, mask):  # two chunks of 4, from empty moments
+    state, count = (zeros, zeros, zeros), jnp.zeros((), jnp.int32)
+    for part in (slice(0, 4), slice(4, 8)):
+      chunk = jax.tree.map(lambda g: g[part], grads)
+      state = diagnostics._merge_chunk(count, *state, chunk, shift, reference, mask[part],
+                                       method)
+      count = count + jnp.sum(mask[part], dtype=jnp.int32)
+    return state
+
+  mean, m2, sq = merged(grads, shift, reference, mask)
+  _, _, none = diagnostics._merge_chunk(jnp.zeros((), jnp.int32), zeros, zeros, None, grads,
+                                        shift, None, mask, method)
+  assert none is None
+  keep = np.asarray(mask)
+  for name in grads:
+    g = np.asarray(grads[name], np.float64)[keep]
+    d = g - np.asarray(shift[name], np.float64)
+    np.testing.assert_allclose(np.asarray(mean[name]), d.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(m2[name]), ((d - d.mean(0)) ** 2).sum(0),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(sq[name]), ((g - 0.5) ** 2).mean(0), rtol=1e-5)
 
 
 @pytest.mark.parametrize("call,error,match", [
