@@ -20,6 +20,7 @@ ALPHA = 1e-6
 UNBIASED = {
     "reinforce": {}, "reinforce_ema": {"baseline": "ema"},
     "reinforce_nvil": {"baseline": "nvil"}, "reinforce_k3": {"num_samples": 3},
+    "reinforce_nvilraw": {"baseline": "nvil", "normalize": False},
     "rloo": {"num_samples": 3}, "muprop": {}, "rebar": {}, "relax": {},
     "arm": {}, "disarm": {},
 }
@@ -325,6 +326,8 @@ def _f(b):
     (lambda: estimators.get("relaxed", distribution="gaussian"), ValueError, ["gaussian"]),
     (lambda: estimators.get("relaxed", temperature=0.0), ValueError, ["temperature"]),
     (lambda: estimators.get("reinforce", baseline="mean"), ValueError, ["baseline", "nvil"]),
+    (lambda: estimators.get("reinforce", baseline="nvil", normalize="no"), TypeError,
+     ["normalize", "bool"]),
     (lambda: estimators.get("exact")(jax.random.key(0), jnp.zeros((2, 20, 10)), _f),
      ValueError, ["10^20", "max_configurations"]),
     (lambda: estimators.get("rloo")(jax.random.key(0), jnp.zeros((2, 3, 4)), lambda b: b),

@@ -42,16 +42,25 @@ class Reinforce(_MultiSample):
   in ``cv["state"]`` and advanced by :meth:`update`; ``"nvil"``, NVIL's
   input-dependent baseline ``c + r_psi(logits)`` (``r_psi`` a per-latent MLP of the
   stop-gradient probabilities, summed over latents, trained by the variance
-  objective) with the learning signal divided by ``max(1, sqrt(running variance))``.
-  Unbiased (NVIL up to that positive, per-step constant scale of the logits'
-  gradient, which is 1 at initialization); ``num_samples`` evaluations of ``f``.
-  Categorical and Bernoulli.
+  objective) with the learning signal divided by ``max(1, sqrt(running variance))``
+  unless ``normalize=False``. Unbiased (NVIL up to that positive, per-step constant
+  scale of the logits' gradient, which is 1 at initialization); ``num_samples``
+  evaluations of ``f``. Categorical and Bernoulli.
+
+  The normalization rescales only this estimator's score term. When the loss has
+  a part whose gradient is added outside the estimator (a VAE's analytic KL), that
+  part is weighted ``sqrt(variance)`` times more than the reconstruction's signal:
+  on the Jang et al. VAE (signal std of tens of nats) this drives the encoder to
+  the prior (KL near 0). Use ``normalize=False`` there; Adam already rescales each
+  parameter's gradient.
 
   Attributes:
     num_samples: samples per call (>= 1), evaluated in one vmapped call of ``f``.
     baseline: ``"none"``, ``"ema"`` or ``"nvil"``.
     decay: moving-average decay for the ``"ema"`` and ``"nvil"`` statistics.
     hidden: width of NVIL's baseline network.
+    normalize: NVIL only: divide the learning signal by
+      ``max(1, sqrt(running variance))`` (Mnih & Gregor's variance normalization).
 
   References:
     Williams, Simple Statistical Gradient-Following Algorithms for Connectionist
@@ -67,11 +76,14 @@ class Reinforce(_MultiSample):
   baseline: str = "none"
   decay: float = 0.99
   hidden: int = 32
+  normalize: bool = True
 
   def __post_init__(self):
     super().__post_init__()
     check_int(self.num_samples, "num_samples", 1)
     check_int(self.hidden, "hidden", 1)
+    if not isinstance(self.normalize, bool):
+      raise TypeError(f"`normalize` must be a bool; got {self.normalize!r}.")
     if self.baseline not in BASELINES:
       raise ValueError(f"`baseline` must be one of {list(BASELINES)}; got {self.baseline!r}.")
     if not 0.0 <= self.decay < 1.0:
@@ -103,7 +115,8 @@ class Reinforce(_MultiSample):
       signal = signal - cv["state"]["mean"]
     if self.baseline == "nvil":
       signal = signal - self._input_baseline(cv, logits, ndim)[None]
-      signal = signal / jnp.maximum(1.0, jnp.sqrt(cv["state"]["var"]))
+      if self.normalize:
+        signal = signal / jnp.maximum(1.0, jnp.sqrt(cv["state"]["var"]))
     return jnp.mean(fb + score_term(signal, logp), axis=0)
 
   def update(self, cv, logits, loss):
