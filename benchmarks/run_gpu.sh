@@ -31,7 +31,7 @@ else
   FWD_ARGS=(--repeats 7 --min-time 0.01 --torch-compile gumbel_softmax --torch-compile-dtypes float32)
   VAE_ARGS=(--repeats 15 --min-time 0.02)
   VAR_ARGS=(--samples 1024 --torch-samples 64 --repeats 5 --torch-compile)
-  LIMIT_FWD=220 LIMIT_VAE=90 LIMIT_VAR=90
+  LIMIT_FWD=220 LIMIT_VAE=120 LIMIT_VAR=90
 fi
 
 start=$(date +%s)
