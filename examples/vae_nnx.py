@@ -63,6 +63,10 @@ class VAE(nnx.Module):
 SCHEDULE = schedules.exponential_annealing(init_value=1.0, rate=2e-3, floor=0.5, every=50)
 
 
+# nnx.jit is the simplest way to step a stateful model; it spends Python time per
+# call on the module graph (about 5 ms here on a CPU). In tight loops, jit a
+# functional step over nnx.split's state instead, held as a flat list of arrays
+# between calls: gumbax_flat_setup in benchmarks/vae_step.py (benchmarks/RESULTS.md).
 @nnx.jit
 def train_step(model, optimizer, x, step):
   temperature = SCHEDULE(step)   # a traced step: schedules work inside jit
