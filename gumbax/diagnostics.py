@@ -225,7 +225,7 @@ def _cached_sample_shapes(grad_fn, key, vectorized: bool) -> PyTree:
 @functools.partial(jax.jit, static_argnames=("grad_fn", "num_samples", "chunk_size", "mesh",
                                              "vectorized"))
 def _statistics(grad_fn, key, reference, *, num_samples, chunk_size, mesh, vectorized=False):
-  """One program: split keys, scan over chunks, merge with Chan's parallel update."""
+  """One program: split keys, scan over chunks, merge each into the running moments."""
   n, c = num_samples, chunk_size
   keys = jax.random.split(key, n)
   shapes = _sample_shapes(grad_fn, key, vectorized)
@@ -336,10 +336,12 @@ def gradient_statistics(grad_fn: Callable[[ArrayLike], PyTree], key: ArrayLike,
   count only through float rounding. Samples are drawn ``chunk_size`` at a time with
   ``jax.vmap`` in a ``jax.lax.scan`` (the last chunk is padded with repeats of the
   last key and masked; with ``vectorized=True``, ``grad_fn`` receives the chunk's
-  keys itself, e.g. a :func:`per_sample_gradients` call) and never stored: memory is O(chunk_size x gradient size)
-  plus 8 bytes per key. Each chunk's statistics are taken in two passes around a
-  shift (the first chunk's mean) and merged with Chan et al.'s parallel update, so
-  the variance stays accurate when ``|mean| >> std``. With several local devices
+  keys itself, e.g. a :func:`per_sample_gradient_fn`) and never stored: memory is
+  O(chunk_size x gradient size) plus 8 bytes per key. Moments are taken of the
+  deviations from a shift (the first sample), so the variance stays accurate when
+  ``|mean| >> std``; each chunk is merged into them sample by sample with Welford's
+  update on a CPU, and elsewhere as masked reductions merged with Chan et al.'s
+  parallel update (both exact up to rounding). With several local devices
   each chunk's keys are split across all of them (``chunk_size`` is rounded up to
   a multiple of the device count).
 
@@ -380,7 +382,8 @@ def gradient_statistics(grad_fn: Callable[[ArrayLike], PyTree], key: ArrayLike,
     Rainforth et al., Tighter Variational Bounds are Not Necessarily Better, 2018
     (arXiv 1802.04537);
     Chan, Golub, LeVeque, Updating Formulae and a Pairwise Algorithm for Computing
-    Sample Variances, 1979.
+    Sample Variances, 1979; Welford, Note on a Method for Calculating Corrected
+    Sums of Squares and Products, Technometrics, 1962.
   """
   return _gradient_statistics(grad_fn, key, num_samples, reference, chunk_size,
                               tuple(jax.local_devices()), vectorized)
