@@ -18,9 +18,9 @@ Implementations, timed round-robin in one process
   ``encoder_vjp="auto"``), and for ``study``
   ``gumbax.diagnostics.gradient_statistics(..., vectorized=True)`` over
   :func:`gumbax.diagnostics.per_sample_gradient_fn` (the same gradients, the
-  encoder's pass shared by all chunks), in chunks of ``--chunk-size`` samples (default 4 on a CPU: the chunk's gradients,
-  about 4.5 MB each, then stay in the cache while their moments are taken; ``S``
-  elsewhere);
+  encoder's pass shared by all chunks), in chunks of ``--chunk-size`` samples
+  (default 4 on a CPU: the chunk's gradients, about 4.5 MB each, then stay in the
+  cache while their moments are taken; ``S`` elsewhere);
   ``gumbax (other mode)`` (``gradients`` only) is the same with the other
   ``encoder_vjp`` (``vmap`` on a CPU, ``map`` elsewhere), for information;
 * ``hand-written JAX``: ``jax.jit(jax.vmap(jax.grad(loss)))`` over the keys
