@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import gumbax
 
-__all__ = ["Config", "ConfigError", "Member", "expand", "load", "parse_overrides",
+__all__ = ["Config", "ConfigError", "Member", "expand", "for_estimator", "load", "parse_overrides",
            "scheduled_temperature", "validate"]
 
 Distribution = Literal["bernoulli", "categorical"]
@@ -97,16 +97,51 @@ class Temperature(_Schema):
   steps: Optional[PositiveInt] = None
 
 
+OptimizerName = Literal["adam", "sgd"]
+Momentum = Annotated[float, Field(ge=0, lt=1)]
+DecayRate = Annotated[float, Field(gt=0, le=1)]
+
+
+class Optimizer(_Schema):
+  """Adam or SGD (with ``momentum``); the rate decays as ``learning_rate *
+  decay_rate ** floor(step / decay_steps)``. Control variates (RELAX, REBAR, NVIL)
+  use ``cv_learning_rate`` (default: ``learning_rate``)."""
+  name: OptimizerName = "adam"
+  learning_rate: Positive = 1e-3
+  momentum: Momentum = 0.9
+  decay_rate: DecayRate = 1.0
+  decay_steps: PositiveInt = 1000
+  cv_learning_rate: Optional[Positive] = None
+
+
+class OptimizerOverride(_Schema):
+  """The optimizer fields one estimator changes; a field left unset (null) keeps the
+  config's value. E.g. ``{decay_rate: 1.0}``: this estimator's rate does not decay."""
+  name: Optional[OptimizerName] = None
+  learning_rate: Optional[Positive] = None
+  momentum: Optional[Momentum] = None
+  decay_rate: Optional[DecayRate] = None
+  decay_steps: Optional[PositiveInt] = None
+  cv_learning_rate: Optional[Positive] = None
+
+  def apply(self, optimizer: Optimizer) -> Optimizer:
+    """``optimizer`` with the fields set here replaced."""
+    return optimizer.model_copy(update=self.model_dump(exclude_none=True))
+
+
 class EstimatorSpec(_Schema):
   """A registry name and hyperparameters for ``gumbax.estimators.get``.
 
   ``temperature`` replaces the config's temperature section for this estimator
-  (e.g. plain and annealed straight-through in one sweep); ``label`` names it in
-  folders and tables (default: ``name(option=value, ...)``).
+  (e.g. plain and annealed straight-through in one sweep); ``optimizer`` replaces
+  the fields it sets of the config's optimizer section (e.g. ``{decay_rate: 1.0}``,
+  no decay for this estimator alone); ``label`` names it in folders and tables
+  (default: ``name(option=value, ...)``).
   """
   name: str = "relaxed"
   options: dict[str, Any] = {}
   temperature: Optional[Temperature] = None
+  optimizer: Optional[OptimizerOverride] = None
   label: Optional[str] = None
 
   @pydantic.model_validator(mode="before")
@@ -142,15 +177,6 @@ class EstimatorSpec(_Schema):
   def slug(self) -> str:
     """The name in folder names."""
     return self.label or self.name + "".join(f"_{k}={v}" for k, v in sorted(self.options.items()))
-
-
-class Optimizer(_Schema):
-  name: Literal["adam", "sgd"] = "adam"
-  learning_rate: Positive = 1e-3
-  momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-  decay_rate: Annotated[float, Field(gt=0, le=1)] = 1.0
-  decay_steps: PositiveInt = 1000
-  cv_learning_rate: Optional[Positive] = None
 
 
 class Train(_Schema):
@@ -327,6 +353,9 @@ def validate(raw: dict, source: str = "<dict>") -> Config:
     if reason:
       problems.append(f"  estimator: {config.estimator.title} cannot train this task: {reason}")
   for spec in specs:
+    if config.sweep.learning_rates and spec.optimizer and spec.optimizer.learning_rate:
+      problems.append(f"  estimator {spec.title}: sets optimizer.learning_rate and the sweep sets "
+                      "learning_rates; give the rate in one place")
     if all(incompatibility(t, spec) for t in tasks):
       problems.append(f"  estimator {spec.title}: fits none of the tasks: {incompatibility(tasks[0], spec)}")
   if problems:
@@ -396,6 +425,15 @@ def _slug(text: str) -> str:
   return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
 
 
+def for_estimator(config: Config, spec: EstimatorSpec) -> Config:
+  """``config`` as ``spec`` runs it: its estimator, its temperature section (when it
+  has one) and its optimizer fields in place of the config's; without a sweep."""
+  return config.model_copy(update={
+      "estimator": spec, "sweep": Sweep(),
+      "temperature": spec.temperature or config.temperature,
+      "optimizer": spec.optimizer.apply(config.optimizer) if spec.optimizer else config.optimizer})
+
+
 def expand(config: Config) -> tuple[list[Member], list[str]]:
   """Every (task, estimator, temperature, learning rate, seed) combination of the sweep.
 
@@ -424,12 +462,12 @@ def expand(config: Config) -> tuple[list[Member], list[str]]:
       parts.append(f"lr{lr:g}")
     member_id = _slug("-".join(parts)) + f"-seed{seed}"
     if member_id in seen:
-      raise ConfigError(f"The sweep lists the same member twice: {member_id}.")
+      raise ConfigError(f"The sweep lists the same member twice: {member_id}. Give one of the "
+                        "estimator entries a `label` (e.g. two optimizer settings of one estimator).")
     seen.add(member_id)
-    member = config.model_copy(update={
-        "task": task, "estimator": spec, "seed": seed, "sweep": Sweep(),
-        "temperature": (spec.temperature or config.temperature).model_copy(
-            update={"init": temp} if sweep.temperatures else {}),
-        "optimizer": config.optimizer.model_copy(update={"learning_rate": lr})})
+    base = config.model_copy(update={"optimizer": config.optimizer.model_copy(update={"learning_rate": lr})})
+    member = for_estimator(base, spec).model_copy(update={"task": task, "seed": seed})
+    if sweep.temperatures:
+      member = member.model_copy(update={"temperature": member.temperature.model_copy(update={"init": temp})})
     members.append(Member(member_id, member, task_label(task, tasks)))
   return members, skipped

@@ -42,10 +42,6 @@ COLUMNS = ["step", "estimator", "total_variance", "log10_variance", "squared_bia
            "debiased_squared_bias", "mse", "snr", "cosine", "ms_per_gradient"]
 
 
-def _measured_config(config: cfg_lib.Config, spec: cfg_lib.EstimatorSpec) -> cfg_lib.Config:
-  return config.model_copy(update={
-      "estimator": spec, "sweep": cfg_lib.Sweep(),
-      "temperature": spec.temperature or config.temperature})
 
 
 def _check(config: cfg_lib.Config) -> list[cfg_lib.EstimatorSpec]:
@@ -138,7 +134,7 @@ def _reference_fn(config, trainer, mesh):
     fn = jax.jit(lambda params, batch, key: trainer.task.gradients(exact, key, params, {}, batch).grads)
     return lambda params, batch, step, key: (fn(params, batch, key), 0.0, "exact")
   spec = v.reference_estimator
-  program = runner._Program(_measured_config(config, spec), trainer.task, mesh)
+  program = runner._Program(cfg_lib.for_estimator(config, spec), trainer.task, mesh)
   measurer = _Measurer(program, v.model_copy(update={"num_samples": v.reference_samples}))
 
   def reference(params, batch, step, key):
@@ -179,14 +175,14 @@ def run_variance(config: cfg_lib.Config, out_dir: str | pathlib.Path, *, progres
   train_spec = v.train_estimator or config.estimator
   mesh = Mesh(np.array(jax.devices()), ("data",))
   task = make_task(config)
-  trainer = runner._Program(_measured_config(config, train_spec), task, mesh)
+  trainer = runner._Program(cfg_lib.for_estimator(config, train_spec), task, mesh)
   seed_key = jax.random.key(config.seed)
   seed_keys = jax.random.wrap_key_data(jax.random.key_data(seed_key)[None])
   data = task.data()
   state = trainer.init(seed_keys, data)
   batch = task.batch(jax.random.fold_in(seed_key, 99), jnp.zeros((), jnp.int32), data)
   reference_fn = _reference_fn(config, trainer, mesh)
-  measurers = [_Measurer(runner._Program(_measured_config(config, spec), task, mesh), v)
+  measurers = [_Measurer(runner._Program(cfg_lib.for_estimator(config, spec), task, mesh), v)
                for spec in specs]
   rows, t0, done = [], time.perf_counter(), 0
   bar = runner._progress(progress, len(v.checkpoints) * len(specs), 0, "variance")

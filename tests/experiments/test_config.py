@@ -3,6 +3,7 @@
 import pathlib
 
 import pytest
+import yaml
 
 import gumbax
 from experiments import config as cfg_lib
@@ -143,3 +144,52 @@ def test_sweep_temperatures_set_the_initial_temperature(tmp_path):
   assert sorted(m.config.temperature.init for m in members) == [0.5, 2.0]
   assert cfg_lib.scheduled_temperature("relaxed") and not cfg_lib.scheduled_temperature("rebar")
   assert not cfg_lib.scheduled_temperature("reinforce")
+
+
+def test_an_estimator_entry_changes_only_the_optimizer_fields_it_sets(tmp_path):
+  path = _write(tmp_path, """
+name: x
+optimizer: {name: adam, learning_rate: 0.01, decay_rate: 0.9, decay_steps: 100}
+sweep:
+  estimators: [relaxed, {name: reinforce, optimizer: {decay_rate: 1.0, cv_learning_rate: 0.5}}]
+  learning_rates: [0.01, 0.001]
+""")
+  config = cfg_lib.load(path)
+  members, _ = cfg_lib.expand(config)
+  by_id = {m.id: m.config.optimizer for m in members}
+  assert len(by_id) == 4
+  for member_id, opt in by_id.items():
+    assert opt.name == "adam" and opt.decay_steps == 100
+    assert opt.learning_rate == (0.01 if "lr0.01" in member_id else 0.001)
+    if "reinforce" in member_id:
+      assert opt.decay_rate == 1.0 and opt.cv_learning_rate == 0.5
+    else:
+      assert opt.decay_rate == 0.9 and opt.cv_learning_rate is None
+  # The saved YAML of a run reloads to the same members (what `run RUN_DIR` resumes).
+  reloaded = cfg_lib.validate(yaml.safe_load(cfg_lib.to_yaml(config)))
+  assert [(m.id, m.config) for m in cfg_lib.expand(reloaded)[0]] == [(m.id, m.config) for m in members]
+
+
+def test_an_estimator_optimizer_is_validated_and_not_set_twice(tmp_path):
+  with pytest.raises(cfg_lib.ConfigError, match=r"estimator\.optimizer\.decay_rate"):
+    cfg_lib.load(_write(tmp_path, "name: x\nestimator: {name: relaxed, optimizer: {decay_rate: 2}}\n"))
+  with pytest.raises(cfg_lib.ConfigError, match=r"estimator\.optimizer\.decay: unknown key"):
+    cfg_lib.load(_write(tmp_path, "name: x\nestimator: {name: relaxed, optimizer: {decay: 1}}\n"))
+  with pytest.raises(cfg_lib.ConfigError, match="give the rate in one place"):
+    cfg_lib.load(_write(tmp_path, """
+name: x
+sweep: {estimators: [{name: relaxed, optimizer: {learning_rate: 0.1}}], learning_rates: [0.01]}
+"""))
+  config = cfg_lib.load(_write(tmp_path, """
+name: x
+sweep: {estimators: [relaxed, {name: relaxed, optimizer: {decay_rate: 0.5}}]}
+"""))
+  with pytest.raises(cfg_lib.ConfigError, match="same member twice.*label"):
+    cfg_lib.expand(config)
+  config = cfg_lib.load(_write(tmp_path, """
+name: x
+optimizer: {learning_rate: 0.2}
+estimator: {name: relaxed, optimizer: {learning_rate: 0.05, name: sgd}}
+"""))
+  (member,), _ = cfg_lib.expand(config)
+  assert member.config.optimizer.learning_rate == 0.05 and member.config.optimizer.name == "sgd"

@@ -99,6 +99,19 @@ def test_toy_sweep_writes_every_output_and_learns(tmp_path):
     runner.run(cfg_lib.load(tmp_path / "toy.yaml", ["train.steps=80"]), run_dir, progress=False)
 
 
+def test_an_estimator_entry_trains_with_its_own_optimizer(tmp_path):
+  config = _config(tmp_path, TOY, ["sweep.seeds=[0]", "sweep.estimators=[exact, "
+                                   "{name: exact, label: decayed, optimizer: {decay_rate: 0.5, decay_steps: 10}}]"])
+  runner.run(config, tmp_path / "run", progress=False)
+  rows = _rows(tmp_path / "run")
+  lr = {m: [r["learning_rate"] for r in rs if r["split"] == "train"] for m, rs in rows.items()}
+  # Logged at steps 10..40 with the rate of the chunk's last step (9, 19, 29, 39).
+  np.testing.assert_allclose(lr["toy-bernoulli-t0.45-exact-seed0"], [0.1] * 4, rtol=1e-6)
+  np.testing.assert_allclose(lr["toy-bernoulli-t0.45-decayed-seed0"], [0.1, 0.05, 0.025, 0.0125], rtol=1e-6)
+  final = {m: s["final"]["exact/loss"] for m, s in _summaries(tmp_path / "run").items()}
+  assert final["toy-bernoulli-t0.45-decayed-seed0"] > final["toy-bernoulli-t0.45-exact-seed0"]
+
+
 def test_nan_loss_stops_that_member_and_keeps_its_metrics(tmp_path, capsys):
   config = _config(tmp_path, """
 name: nan_test
