@@ -29,3 +29,16 @@ def test_readme_code_blocks_run():
   namespace: dict = {}
   for block in blocks:
     exec(compile(block, "README.md", "exec"), namespace)
+
+
+def test_readme_yaml_blocks_are_valid_configs():
+  """Every ```yaml block of the README is a config that validates and expands."""
+  import re
+  import yaml
+  from experiments import config as cfg_lib
+  readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+  blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+  assert blocks
+  for block in blocks:
+    members, _ = cfg_lib.expand(cfg_lib.validate(yaml.safe_load(block), "README.md"))
+    assert members
