@@ -93,15 +93,28 @@ def load_run(run_dir: str | Path, skipped: list[str] | None = None) -> list[Memb
   return members
 
 
+def lr_decay(summary: dict) -> str:
+  """The learning-rate decay of a member, e.g. ``x0.9/1000`` (every 1000 steps); ``""`` for none."""
+  optimizer = (summary.get("hyperparameters") or {}).get("optimizer") or {}
+  rate = optimizer.get("decay_rate", 1.0)
+  if not isinstance(rate, (int, float)) or rate >= 1:
+    return ""
+  return f"x{rate:g}/{optimizer.get('decay_steps', '?')}"
+
+
 def group_key(summary: dict) -> tuple:
-  """``(task, estimator, temperature, learning_rate)``: members differing only by seed."""
+  """``(task, estimator, temperature, learning_rate, lr_decay)``: members differing only by seed."""
   return (summary.get("task"), summary.get("estimator"), summary.get("temperature"),
-          summary.get("learning_rate"))
+          summary.get("learning_rate"), lr_decay(summary))
 
 
 def _sort_key(key: tuple) -> tuple:
-  task, estimator, temperature, lr = key
-  return (str(task), str(estimator), temperature is None, temperature or 0.0, lr or 0.0)
+  task, estimator, temperature, lr, decay = key
+  return (str(task), str(estimator), temperature is None, temperature or 0.0, lr or 0.0, decay)
+
+
+def _lr_text(lr, decay: str) -> str:
+  return "-" if lr is None else f"{lr:g}" + (f" {decay}" if decay else "")
 
 
 def _groups(members: Iterable[Member]) -> dict[tuple, list[Member]]:
@@ -184,9 +197,9 @@ def comparison_table(members: list[Member]) -> tuple[list[str], list[list[str]]]
   header += ["status"] * show_status + names + ["steps", "wall time (s)"]
   rows = []
   for r in records:
-    task, estimator, temperature, lr = r["key"]
+    task, estimator, temperature, lr, decay = r["key"]
     row = [str(task), str(estimator), "-" if temperature is None else f"{temperature:g}",
-           "-" if lr is None else f"{lr:g}", str(r["seeds"])]
+           _lr_text(lr, decay), str(r["seeds"])]
     row += [_status_text(r["status"])] * show_status
     for name in names:
       (mean, std), count = r["stats"][name]
@@ -220,14 +233,14 @@ def write_tables(members: list[Member], out_dir: str | Path) -> tuple[Path, Path
   md_path, csv_path = out_dir / "table.md", out_dir / "table.csv"
   md_path.write_text(_markdown(*comparison_table(members)), encoding="utf-8")
   names, records = _group_stats(members)
-  header = ["task", "estimator", "temperature", "learning_rate", "seeds", "status"]
+  header = ["task", "estimator", "temperature", "learning_rate", "lr_decay", "seeds", "status"]
   header += [f"{n}_{s}" for n in names for s in ("mean", "std")] + ["steps_mean", "wall_time_mean"]
   with csv_path.open("w", newline="", encoding="utf-8") as f:
     writer = csv.writer(f)
     writer.writerow(header)
     for r in records:
-      task, estimator, temperature, lr = r["key"]
-      row = [task, estimator, _csv_number(temperature), _csv_number(lr), r["seeds"],
+      task, estimator, temperature, lr, decay = r["key"]
+      row = [task, estimator, _csv_number(temperature), _csv_number(lr), decay, r["seeds"],
              _status_text(r["status"])]
       for name in names:
         (mean, std), count = r["stats"][name]
@@ -278,13 +291,14 @@ def _aggregate(series: list[dict[int, float]]):
 
 def _labels(groups: dict[tuple, list[Member]], with_task: bool = False) -> dict[tuple, str]:
   """Estimator names, plus temperature/lr/task only when they vary among ``groups``."""
-  vary = [len({key[i] for key in groups}) > 1 for i in range(4)]
+  vary = [len({key[i] for key in groups}) > 1 for i in range(5)]
   labels = {}
-  for task, estimator, temperature, lr in groups:
+  for key in groups:
+    task, estimator, temperature, lr, decay = key
     parts = [f"{task}:" if with_task and vary[0] else "", str(estimator)]
     parts += [f"τ={temperature:g}" if vary[2] and temperature is not None else "",
-              f"lr={lr:g}" if vary[3] and lr is not None else ""]
-    labels[(task, estimator, temperature, lr)] = " ".join(p for p in parts if p)
+              "lr=" + _lr_text(lr, decay) if (vary[3] or vary[4]) and lr is not None else ""]
+    labels[key] = " ".join(p for p in parts if p)
   return labels
 
 

@@ -120,6 +120,24 @@ def test_group_key_ignores_seed():
   assert rp.group_key(a) != rp.group_key({**a, "temperature": 1.0})
 
 
+def test_a_decayed_rate_is_its_own_group_in_tables_and_plots(tmp_path: Path):
+  """Runs of one estimator with and without a learning-rate decay are not pooled as seeds."""
+  for run, decay in (("constant", 1.0), ("decayed", 0.9)):
+    for seed in (0, 1):
+      member = _write_member(tmp_path / run, "vae", "rloo", seed)
+      summary = json.loads((member / "summary.json").read_text())
+      summary["hyperparameters"] = {"optimizer": {"decay_rate": decay, "decay_steps": 1000}}
+      (member / "summary.json").write_text(json.dumps(summary))
+  members = rp.load_run(tmp_path / "constant") + rp.load_run(tmp_path / "decayed")
+  assert rp.lr_decay(members[0].summary) == "" and rp.lr_decay(members[-1].summary) == "x0.9/1000"
+  header, rows = rp.comparison_table(members)
+  assert [(r[3], r[4]) for r in rows] == [("0.001", "2"), ("0.001 x0.9/1000", "2")]
+  _, csv_path = rp.write_tables(members, tmp_path / "out")
+  with csv_path.open() as f:
+    assert [r["lr_decay"] for r in csv.DictReader(f)] == ["", "x0.9/1000"]
+  assert sorted(rp._labels(rp._groups(members)).values()) == ["rloo lr=0.001", "rloo lr=0.001 x0.9/1000"]
+
+
 def test_table_mean_std_match_numpy(run_dir: Path):
   header, rows = rp.comparison_table(rp.load_run(run_dir))
   assert header[:5] == ["task", "estimator", "temperature", "learning rate", "seeds"]
