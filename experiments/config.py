@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import gumbax
 
-__all__ = ["Config", "ConfigError", "Member", "expand", "for_estimator", "load", "parse_overrides",
-           "scheduled_temperature", "validate"]
+__all__ = ["Config", "ConfigError", "Member", "expand", "for_estimator", "load",
+           "parse_overrides", "scheduled_temperature", "validate"]
 
 Distribution = Literal["bernoulli", "categorical"]
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -465,9 +465,11 @@ def expand(config: Config) -> tuple[list[Member], list[str]]:
       raise ConfigError(f"The sweep lists the same member twice: {member_id}. Give one of the "
                         "estimator entries a `label` (e.g. two optimizer settings of one estimator).")
     seen.add(member_id)
-    base = config.model_copy(update={"optimizer": config.optimizer.model_copy(update={"learning_rate": lr})})
-    member = for_estimator(base, spec).model_copy(update={"task": task, "seed": seed})
+    at_lr = config.optimizer.model_copy(update={"learning_rate": lr})
+    member = for_estimator(config.model_copy(update={"optimizer": at_lr}), spec)
+    member = member.model_copy(update={"task": task, "seed": seed})
     if sweep.temperatures:
-      member = member.model_copy(update={"temperature": member.temperature.model_copy(update={"init": temp})})
+      tau = member.temperature.model_copy(update={"init": temp})
+      member = member.model_copy(update={"temperature": tau})
     members.append(Member(member_id, member, task_label(task, tasks)))
   return members, skipped

@@ -42,8 +42,6 @@ COLUMNS = ["step", "estimator", "total_variance", "log10_variance", "squared_bia
            "debiased_squared_bias", "mse", "snr", "cosine", "ms_per_gradient"]
 
 
-
-
 def _check(config: cfg_lib.Config) -> list[cfg_lib.EstimatorSpec]:
   v = config.variance
   if config.sweep.tasks or config.sweep.seeds or config.sweep.learning_rates or config.sweep.temperatures:
