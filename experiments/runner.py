@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import yaml
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import gumbax
@@ -288,6 +289,15 @@ def _progress(enabled, total, initial, desc):
               file=sys.stderr, mininterval=0.5)
 
 
+def _same_config(saved: pathlib.Path, config: cfg_lib.Config) -> bool:
+  """Whether the run folder's ``config.yaml`` validates to ``config``; compared as
+  values, so a folder written before a field with a default was added still matches."""
+  try:
+    return cfg_lib.validate(yaml.safe_load(saved.read_text()), str(saved)) == config
+  except (cfg_lib.ConfigError, yaml.YAMLError):
+    return False
+
+
 def run(config: cfg_lib.Config, run_dir: str | pathlib.Path, *, progress: bool = True) -> pathlib.Path:
   """Trains every member of ``config`` into ``run_dir`` (resuming what is there).
 
@@ -300,13 +310,12 @@ def run(config: cfg_lib.Config, run_dir: str | pathlib.Path, *, progress: bool =
     ``run_dir`` as a path.
   """
   run_dir = pathlib.Path(run_dir)
-  resolved = cfg_lib.to_yaml(config)
   saved = run_dir / "config.yaml"
-  if saved.exists() and saved.read_text() != resolved:
+  if saved.exists() and not _same_config(saved, config):
     raise cfg_lib.ConfigError(
         f"{run_dir} holds a run of a different config ({saved}); resume it with the same "
         "config and overrides, or choose another output folder with --out.")
-  io.write_atomic(saved, resolved)
+  io.write_atomic(saved, cfg_lib.to_yaml(config))
   members, skipped = cfg_lib.expand(config)
   for note in skipped:
     _say(note)

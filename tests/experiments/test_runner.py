@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 
 from experiments import cli
 from experiments import config as cfg_lib
@@ -94,6 +95,12 @@ def test_toy_sweep_writes_every_output_and_learns(tmp_path):
   runner.run(cfg_lib.load(tmp_path / "toy.yaml"), run_dir, progress=False)
   assert _rows(run_dir) == before
   assert cli.main(["run", str(run_dir), "--no-progress"]) == 0  # resume by folder
+  assert _rows(run_dir) == before
+  # A folder whose config.yaml lacks a field added later (with its default) still resumes.
+  saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+  del saved["estimator"]["optimizer"], saved["variance"]
+  (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+  runner.run(cfg_lib.load(tmp_path / "toy.yaml"), run_dir, progress=False)
   assert _rows(run_dir) == before
   with pytest.raises(cfg_lib.ConfigError, match="different config"):
     runner.run(cfg_lib.load(tmp_path / "toy.yaml", ["train.steps=80"]), run_dir, progress=False)
