@@ -22,7 +22,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import yaml
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import gumbax
@@ -293,8 +292,8 @@ def _same_config(saved: pathlib.Path, config: cfg_lib.Config) -> bool:
   """Whether the run folder's ``config.yaml`` validates to ``config``; compared as
   values, so a folder written before a field with a default was added still matches."""
   try:
-    return cfg_lib.validate(yaml.safe_load(saved.read_text()), str(saved)) == config
-  except (cfg_lib.ConfigError, yaml.YAMLError):
+    return cfg_lib.load(saved) == config
+  except cfg_lib.ConfigError:
     return False
 
 
