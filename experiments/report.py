@@ -19,7 +19,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 
@@ -102,25 +102,63 @@ def lr_decay(summary: dict) -> str:
   return f"x{rate:g}/{optimizer.get('decay_steps', '?')}"
 
 
-def group_key(summary: dict) -> tuple:
-  """``(task, estimator, temperature, learning_rate, lr_decay)``: members differing only by seed."""
-  return (summary.get("task"), summary.get("estimator"), summary.get("temperature"),
-          summary.get("learning_rate"), lr_decay(summary))
+def temperature_schedule(member: Member) -> str:
+  """How a member's temperature moved during training, e.g. ``exponential 3e-05/1000 to 0.5``.
+
+  ``""`` when it stayed at its initial value: a constant schedule, or an estimator the
+  schedule does not drive (REBAR and RELAX learn their temperature; score-function
+  estimators have none). The runner logs ``temperature`` in the train rows exactly
+  when the schedule drives the estimator, so that is what decides it here.
+  """
+  hyper = member.summary.get("hyperparameters") or {}
+  t = hyper.get("temperature") or {}
+  schedule = t.get("schedule", "constant")
+  if schedule == "constant" or not any(
+      row.get("split") == "train" and "temperature" in row for row in member.metrics):
+    return ""
+  g = lambda x: f"{x:g}" if isinstance(x, (int, float)) else "?"
+  if schedule == "exponential":
+    return f"exponential {g(t.get('rate'))}/{g(t.get('every'))} to {g(t.get('final'))}"
+  steps = t.get("steps") or (hyper.get("train") or {}).get("steps")
+  return f"{schedule} to {g(t.get('final'))} over {g(steps)}"
 
 
-def _sort_key(key: tuple) -> tuple:
-  task, estimator, temperature, lr, decay = key
-  return (str(task), str(estimator), temperature is None, temperature or 0.0, lr or 0.0, decay)
+class GroupKey(NamedTuple):
+  """What the members of a group share: everything but the seed."""
+  task: Any
+  estimator: Any
+  temperature: Any  # the initial temperature
+  schedule: str  # temperature_schedule(); "" for none
+  learning_rate: Any
+  lr_decay: str  # lr_decay(); "" for none
+
+
+def group_key(member: Member) -> GroupKey:
+  """The members that differ only by seed share this key."""
+  s = member.summary
+  return GroupKey(s.get("task"), s.get("estimator"), s.get("temperature"),
+                  temperature_schedule(member), s.get("learning_rate"), lr_decay(s))
+
+
+def _sort_key(key: GroupKey) -> tuple:
+  return (str(key.task), str(key.estimator), key.temperature is None, key.temperature or 0.0,
+          key.schedule, key.learning_rate or 0.0, key.lr_decay)
 
 
 def _lr_text(lr, decay: str) -> str:
   return "-" if lr is None else f"{lr:g}" + (f" {decay}" if decay else "")
 
 
-def _groups(members: Iterable[Member]) -> dict[tuple, list[Member]]:
+def _temperature_text(key: GroupKey) -> str:
+  if key.temperature is None:
+    return "-"
+  return f"{key.temperature:g}" + (f", {key.schedule}" if key.schedule else "")
+
+
+def _groups(members: Iterable[Member]) -> dict[GroupKey, list[Member]]:
   groups = collections.defaultdict(list)
   for member in members:
-    groups[group_key(member.summary)].append(member)
+    groups[group_key(member)].append(member)
   return {key: groups[key] for key in sorted(groups, key=_sort_key)}
 
 
@@ -197,9 +235,9 @@ def comparison_table(members: list[Member]) -> tuple[list[str], list[list[str]]]
   header += ["status"] * show_status + names + ["steps", "wall time (s)"]
   rows = []
   for r in records:
-    task, estimator, temperature, lr, decay = r["key"]
-    row = [str(task), str(estimator), "-" if temperature is None else f"{temperature:g}",
-           _lr_text(lr, decay), str(r["seeds"])]
+    key = r["key"]
+    row = [str(key.task), str(key.estimator), _temperature_text(key),
+           _lr_text(key.learning_rate, key.lr_decay), str(r["seeds"])]
     row += [_status_text(r["status"])] * show_status
     for name in names:
       (mean, std), count = r["stats"][name]
@@ -233,15 +271,16 @@ def write_tables(members: list[Member], out_dir: str | Path) -> tuple[Path, Path
   md_path, csv_path = out_dir / "table.md", out_dir / "table.csv"
   md_path.write_text(_markdown(*comparison_table(members)), encoding="utf-8")
   names, records = _group_stats(members)
-  header = ["task", "estimator", "temperature", "learning_rate", "lr_decay", "seeds", "status"]
+  header = ["task", "estimator", "temperature", "temperature_schedule", "learning_rate",
+            "lr_decay", "seeds", "status"]
   header += [f"{n}_{s}" for n in names for s in ("mean", "std")] + ["steps_mean", "wall_time_mean"]
   with csv_path.open("w", newline="", encoding="utf-8") as f:
     writer = csv.writer(f)
     writer.writerow(header)
     for r in records:
-      task, estimator, temperature, lr, decay = r["key"]
-      row = [task, estimator, _csv_number(temperature), _csv_number(lr), decay, r["seeds"],
-             _status_text(r["status"])]
+      key = r["key"]
+      row = [key.task, key.estimator, _csv_number(key.temperature), key.schedule,
+             _csv_number(key.learning_rate), key.lr_decay, r["seeds"], _status_text(r["status"])]
       for name in names:
         (mean, std), count = r["stats"][name]
         row += ["nan" if count and math.isnan(mean) else _csv_number(mean), _csv_number(std)]
@@ -289,21 +328,22 @@ def _aggregate(series: list[dict[int, float]]):
   return np.array(common), values.mean(0), values.min(0), values.max(0)
 
 
-def _labels(groups: dict[tuple, list[Member]], with_task: bool = False) -> dict[tuple, str]:
+def _labels(groups: dict[GroupKey, list[Member]], with_task: bool = False) -> dict[GroupKey, str]:
   """Estimator names, plus temperature/lr/task only when they vary among ``groups``."""
-  vary = [len({key[i] for key in groups}) > 1 for i in range(5)]
+  vary = GroupKey(*(len({key[i] for key in groups}) > 1 for i in range(len(GroupKey._fields))))
   labels = {}
   for key in groups:
-    task, estimator, temperature, lr, decay = key
-    parts = [f"{task}:" if with_task and vary[0] else "", str(estimator)]
-    parts += [f"τ={temperature:g}" if vary[2] and temperature is not None else "",
-              "lr=" + _lr_text(lr, decay) if (vary[3] or vary[4]) and lr is not None else ""]
+    parts = [f"{key.task}:" if with_task and vary.task else "", str(key.estimator)]
+    parts += ["τ=" + _temperature_text(key)
+              if (vary.temperature or vary.schedule) and key.temperature is not None else "",
+              "lr=" + _lr_text(key.learning_rate, key.lr_decay)
+              if (vary.learning_rate or vary.lr_decay) and key.learning_rate is not None else ""]
     labels[key] = " ".join(p for p in parts if p)
   return labels
 
 
 def _draw(path: Path, title: str, panels: list[tuple[str, str, Extract]],
-          groups: dict[tuple, list[Member]], labels: dict, logy: bool = False) -> bool:
+          groups: dict[GroupKey, list[Member]], labels: dict, logy: bool = False) -> bool:
   """One subplot per panel with data; returns False (nothing written) if none has any."""
   drawn = []
   for panel_title, ylabel, extract in panels:
@@ -362,8 +402,8 @@ def write_plots(members: list[Member], out_dir: str | Path) -> list[Path]:
   plot_dir.mkdir(parents=True, exist_ok=True)
   groups = _groups(members)
   written = []
-  for task in sorted({str(key[0]) for key in groups}):
-    task_groups = {k: ms for k, ms in groups.items() if str(k[0]) == task}
+  for task in sorted({str(key.task) for key in groups}):
+    task_groups = {k: ms for k, ms in groups.items() if str(k.task) == task}
     labels = _labels(task_groups)
     panels = [(f"train/loss (EMA α={EMA_ALPHA})", "loss",
                lambda m: _ema(_series(m, "train", "loss")))]

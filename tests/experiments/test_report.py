@@ -116,8 +116,43 @@ def test_load_run_skips_member_without_summary(run_dir: Path):
 
 def test_group_key_ignores_seed():
   a = {"task": "t", "estimator": "e", "temperature": 0.5, "learning_rate": 0.1, "seed": 0}
-  assert rp.group_key(a) == rp.group_key({**a, "seed": 7})
-  assert rp.group_key(a) != rp.group_key({**a, "temperature": 1.0})
+  key = lambda summary: rp.group_key(rp.Member(Path("."), summary, []))
+  assert key(a) == key({**a, "seed": 7})
+  assert key(a) != key({**a, "temperature": 1.0})
+
+
+def test_an_annealed_temperature_is_its_own_group(tmp_path: Path):
+  """Annealed and constant-temperature runs of one estimator are not pooled as seeds;
+  a schedule that does not drive the estimator (no logged temperature) is ignored."""
+  annealed = {"schedule": "exponential", "init": 1.0, "final": 0.5, "rate": 3e-5, "every": 1000}
+  cases = (("constant", "gumbel_rao(num_samples=10)", {"schedule": "constant", "init": 1.0}),
+           ("annealed", "gumbel_rao(num_samples=10)", annealed),
+           ("linear", "gumbel_rao(num_samples=10)", {"schedule": "linear", "final": 0.25}),
+           ("unused", "rloo", annealed))
+  members = []
+  for run, estimator, temperature in cases:
+    for seed in (0, 1):
+      member = _write_member(tmp_path / run, "vae", estimator, seed)
+      summary = json.loads((member / "summary.json").read_text())
+      summary["temperature"] = 1.0
+      summary["hyperparameters"] = {"temperature": temperature, "train": {"steps": 500}}
+      (member / "summary.json").write_text(json.dumps(summary))
+    members += rp.load_run(tmp_path / run)
+  assert [rp.temperature_schedule(m) for m in members[::2]] == [
+      "", "exponential 3e-05/1000 to 0.5", "linear to 0.25 over 500", ""]
+  header, rows = rp.comparison_table(members)
+  assert [(r[1], r[2], r[4]) for r in rows] == [
+      ("gumbel_rao(num_samples=10)", "1", "2"),
+      ("gumbel_rao(num_samples=10)", "1, exponential 3e-05/1000 to 0.5", "2"),
+      ("gumbel_rao(num_samples=10)", "1, linear to 0.25 over 500", "2"),
+      ("rloo", "1", "2")]
+  _, csv_path = rp.write_tables(members, tmp_path / "out")
+  with csv_path.open() as f:
+    assert [r["temperature_schedule"] for r in csv.DictReader(f)] == [
+        "", "exponential 3e-05/1000 to 0.5", "linear to 0.25 over 500", ""]
+  assert sorted(rp._labels(rp._groups(members)).values()) == [
+      "gumbel_rao(num_samples=10) τ=1", "gumbel_rao(num_samples=10) τ=1, exponential 3e-05/1000 to 0.5",
+      "gumbel_rao(num_samples=10) τ=1, linear to 0.25 over 500", "rloo τ=1"]
 
 
 def test_a_decayed_rate_is_its_own_group_in_tables_and_plots(tmp_path: Path):
