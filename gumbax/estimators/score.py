@@ -18,6 +18,24 @@ from gumbax.estimators._base import Estimator, check_int, register, score_term, 
 __all__ = ["MuProp", "Reinforce", "ReinforceLeaveOneOut"]
 
 BASELINES = ("none", "ema", "nvil")
+MUPROP_BASELINES = ("none", "nvil")
+
+
+def _check_baseline(baseline, valid, hidden):
+  if baseline not in valid:
+    raise ValueError(f"`baseline` must be one of {list(valid)}; got {baseline!r}.")
+  check_int(hidden, "hidden", 1)
+
+
+def _init_network(est, key, logits) -> dict:
+  in_dim = logits.shape[-1] if est.categorical else 1
+  return _network.init(key, in_dim, est.hidden)
+
+
+def _input_baseline(est, params, logits, ndim):
+  """NVIL's input-dependent baseline ``r_psi`` of the stop-gradient probabilities."""
+  probs = jax.lax.stop_gradient(est.mean(logits))
+  return _network.apply(params["network"], probs, ndim, est.categorical)
 
 
 class _MultiSample(Estimator):
@@ -81,11 +99,9 @@ class Reinforce(_MultiSample):
   def __post_init__(self):
     super().__post_init__()
     check_int(self.num_samples, "num_samples", 1)
-    check_int(self.hidden, "hidden", 1)
     if not isinstance(self.normalize, bool):
       raise TypeError(f"`normalize` must be a bool; got {self.normalize!r}.")
-    if self.baseline not in BASELINES:
-      raise ValueError(f"`baseline` must be one of {list(BASELINES)}; got {self.baseline!r}.")
+    _check_baseline(self.baseline, BASELINES, self.hidden)
     if not 0.0 <= self.decay < 1.0:
       raise ValueError(f"`decay` must be in [0, 1); got {self.decay!r}.")
 
@@ -100,13 +116,8 @@ class Reinforce(_MultiSample):
     state = {"mean": jnp.zeros((), jnp.float32)}
     if self.baseline == "ema":
       return {"params": {}, "state": state}
-    in_dim = logits.shape[-1] if self.categorical else 1
-    network = _network.init(key, in_dim, self.hidden)
+    network = _init_network(self, key, logits)
     return {"params": {"network": network}, "state": {**state, "var": jnp.ones((), jnp.float32)}}
-
-  def _input_baseline(self, cv, logits, ndim):
-    probs = jax.lax.stop_gradient(self.mean(logits))
-    return _network.apply(cv["params"]["network"], probs, ndim, self.categorical)
 
   def surrogate(self, key, logits, f, cv):
     fb, logp, ndim = self._draw(key, logits, f, self.num_samples)
@@ -114,7 +125,7 @@ class Reinforce(_MultiSample):
     if self.baseline != "none":
       signal = signal - cv["state"]["mean"]
     if self.baseline == "nvil":
-      signal = signal - self._input_baseline(cv, logits, ndim)[None]
+      signal = signal - _input_baseline(self, cv["params"], logits, ndim)[None]
       if self.normalize:
         signal = signal / jnp.maximum(1.0, jnp.sqrt(cv["state"]["var"]))
     return jnp.mean(fb + score_term(signal, logp), axis=0)
@@ -125,7 +136,7 @@ class Reinforce(_MultiSample):
     d = self.decay
     loss = jax.lax.stop_gradient(loss)
     if self.baseline == "nvil":
-      loss = loss - self._input_baseline(cv, logits, loss.ndim)
+      loss = loss - _input_baseline(self, cv["params"], logits, loss.ndim)
     state = dict(cv["state"])
     state["mean"] = d * state["mean"] + (1 - d) * jnp.mean(loss)
     if self.baseline == "nvil":
@@ -176,24 +187,54 @@ class MuProp(Estimator):
 
   With ``mu = E[b]`` (``softmax`` / ``sigmoid`` of the logits) and
   ``fbar(b) = f(mu) + f'(mu)^T (b - mu)``:
-  ``g = (f(b) - fbar(b)) grad log p(b) + f'(mu)^T grad mu``. ``f`` must accept
+  ``g = (f(b) - fbar(b) - r) grad log p(b) + f'(mu)^T grad mu``. ``f`` must accept
   relaxed inputs (it is evaluated at ``mu``), and each example's output must depend
   on that example's sample only (``f'(mu)`` is taken per example by one VJP).
   Unbiased; 2 evaluations of ``f`` (at ``b`` and at ``mu``) and one VJP.
   Categorical and Bernoulli.
 
+  ``r`` is 0 with ``baseline="none"``. With ``baseline="nvil"`` it is NVIL's
+  input-dependent baseline on top of the Taylor term: ``r_psi(logits)``, a per-latent
+  MLP of the stop-gradient probabilities summed over latents (its output bias
+  learns a constant), trained by the variance objective
+  (:meth:`~gumbax.estimators.Estimator.variance_loss`). It centers what the Taylor
+  expansion leaves over: on a loss that is quadratic in ``b`` the residual
+  ``f(b) - fbar(b)`` does not vanish, and a constant part of it is pure noise in
+  ``g``. NVIL's variance normalization is not offered: the running statistics
+  would need the residual, which :meth:`update` does not see.
+
+  Attributes:
+    baseline: ``"none"`` or ``"nvil"``.
+    hidden: width of the baseline network (``"nvil"`` only).
+
   References:
     Gu, Levine, Sutskever, Mnih, MuProp: Unbiased Backpropagation for Stochastic
-    Neural Networks, 2016 (arXiv 1511.05176).
+    Neural Networks, 2016 (arXiv 1511.05176); Mnih, Gregor, Neural Variational
+    Inference and Learning in Belief Networks, 2014 (arXiv 1402.0030).
   """
 
   name = "muprop"
   unbiased = True
   evaluations = "2 (+1 VJP)"
   reference = "Gu et al. 2016"
+  baseline: str = "none"
+  hidden: int = 32
+
+  def __post_init__(self):
+    super().__post_init__()
+    _check_baseline(self.baseline, MUPROP_BASELINES, self.hidden)
+
+  @property
+  def needs_cv(self):
+    return self.baseline != "none"
+
+  def init(self, key, logits):
+    logits = self._check_logits(logits)
+    if self.baseline == "none":
+      return {}
+    return {"params": {"network": _init_network(self, key, logits)}, "state": {}}
 
   def surrogate(self, key, logits, f, cv):
-    del cv
     b = self.sample(key, logits).astype(logits.dtype)
     ndim = self.out_ndim(f, b)
     fb = f(b)
@@ -206,4 +247,7 @@ class MuProp(Estimator):
     reduce = lambda x: jnp.sum(x, axis=tuple(range(ndim, x.ndim)))
     taylor = f_mu + reduce(slope * (b - mu_c))
     signal = jax.lax.stop_gradient(fb - taylor)
+    if self.baseline == "nvil":
+      # Not stopped: the variance objective trains psi through this term.
+      signal = signal - _input_baseline(self, cv["params"], logits, ndim)
     return fb + score_term(signal, logp) + zero_valued(reduce(slope * mu))

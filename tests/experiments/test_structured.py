@@ -45,7 +45,8 @@ def _exact_loss(task, params, batch):
 
 
 @pytest.mark.parametrize("name,unbiased", [
-    ("reinforce", True), ("rloo", True), ("disarm", True), ("straight_through_gumbel", False),
+    ("reinforce", True), ("rloo", True), ("muprop", True), ("disarm", True),
+    ("straight_through_gumbel", False),
     pytest.param("rebar", True, marks=pytest.mark.slow)])
 def test_nested_estimator_matches_enumeration(name, unbiased):
   task, params, batch = _problem()
