@@ -1,5 +1,6 @@
 """End-to-end runs of tiny configs: outputs, determinism, resume, NaN, sharding, fallback."""
 
+import importlib
 import json
 import os
 import pathlib
@@ -223,6 +224,21 @@ def test_structured_output_end_to_end(tmp_path, monkeypatch):
   rows = io.read_jsonl(tmp_path / "run" / "members" / summary["member"] / "metrics.jsonl")
   nll = [r["nll"] for r in rows if r["split"] == "test"]
   assert len(nll) == 2 and all(np.isfinite(nll)) and 0 < nll[-1] < 392 * np.log(2)
+
+  # The per-layer variance benchmark reads this member's checkpoint.
+  monkeypatch.syspath_prepend(str(ROOT))
+  bench = importlib.import_module("benchmarks.sbn_layer_variance")
+  out = tmp_path / "variance.json"
+  bench.main([str(tmp_path / "run" / "members" / summary["member"]), "--keys", "8",
+              "--estimators", "muprop", "straight_through", "--json", str(out)])
+  stats = json.loads(out.read_text())["stats"]
+  assert set(stats["muprop"]) == {"layer 1", "layer 2", "output"}
+  assert all(v[0] > 0 and np.isfinite(v[1]) for row in stats.values() for v in row.values())
+  # Both estimators backpropagate through the same sample (same key) into the output
+  # layer, so its gradients, and their variance, agree; the stochastic layers' do not.
+  np.testing.assert_allclose(stats["muprop"]["output"], stats["straight_through"]["output"],
+                             rtol=1e-5)
+  assert stats["muprop"]["layer 1"][0] != stats["straight_through"]["layer 1"][0]
 
 
 def test_cli_list_and_help(capsys):
