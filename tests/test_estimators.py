@@ -253,6 +253,33 @@ def test_muprop_baseline_removes_the_taylor_residual_on_the_toy_problem():
   assert var_trained < 0.01 * var_plain, (var_trained, var_plain)
 
 
+def test_muprop_mean_field_loss():
+  """MuProp expands around ``MeanFieldLoss.mean_field``; any such function is unbiased."""
+  distribution, logits, params, f = make_problem("cat_K3_N3_mlp")
+  exact = gradient_fn(estimators.get("exact"), f, {})(jax.random.key(0), logits, params)
+  # A deliberately different expansion function still gives an unbiased estimate.
+  other = lambda b, p: 0.5 * f(b, p) + jnp.sum(b[..., 0], axis=-1)
+  loss = lambda p: estimators.MeanFieldLoss(lambda b: f(b, p), lambda b: other(b, p))
+  est = estimators.get("muprop")
+
+  def grads(key):
+    return jax.grad(lambda l, p: jnp.sum(est(key, l, loss(p))), argnums=(0, 1))(logits, params)
+
+  samples = jax.jit(jax.vmap(grads))(jax.random.split(jax.random.key(7), 6000))
+  assert_mean_matches(samples, exact, "muprop, MeanFieldLoss")
+  # With mean_field == f it is plain MuProp, bit for bit; mean_field=False ignores it.
+  key = jax.random.key(3)
+  plain = jax.grad(lambda l: jnp.sum(est(key, l, lambda b: f(b, params))))(logits)
+  same = jax.grad(lambda l: jnp.sum(est(key, l, estimators.MeanFieldLoss(
+      lambda b: f(b, params), lambda b: f(b, params)))))(logits)
+  np.testing.assert_array_equal(plain, same)
+  off = estimators.get("muprop", mean_field=False)
+  ignored = jax.grad(lambda l: jnp.sum(off(key, l, loss(params))))(logits)
+  np.testing.assert_array_equal(plain, ignored)
+  used = jax.grad(lambda l: jnp.sum(est(key, l, loss(params))))(logits)
+  assert not np.allclose(plain, used)
+
+
 def test_variance_objective_gradient_matches_finite_differences():
   """E[d g^2 / d phi] equals the derivative of the sample mean of g^2 (common keys)."""
   logits = jax.random.normal(jax.random.key(0), (2, 3, 3))
@@ -353,6 +380,8 @@ def _f(b):
     (lambda: estimators.get("relaxed", temperature=0.0), ValueError, ["temperature"]),
     (lambda: estimators.get("reinforce", baseline="mean"), ValueError, ["baseline", "nvil"]),
     (lambda: estimators.get("muprop", baseline="ema"), ValueError, ["baseline", "none", "nvil"]),
+    (lambda: estimators.get("muprop", mean_field="yes"), TypeError, ["mean_field", "bool"]),
+    (lambda: estimators.MeanFieldLoss(_f, 3), TypeError, ["mean_field", "callable"]),
     (lambda: estimators.get("muprop", baseline="nvil", hidden=0), ValueError, ["hidden", ">= 1"]),
     (lambda: estimators.get("muprop", baseline="nvil")(jax.random.key(0), jnp.zeros((2, 3, 4)),
                                                        _f), ValueError, ["control variate"]),

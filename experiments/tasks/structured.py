@@ -12,7 +12,11 @@ network, the m-sample importance-sampled estimate of ``-log p(y | x)`` in nats.
 Several stochastic layers need an estimator per layer. The task nests them: the
 loss seen by layer l's estimator is the surrogate of layer l + 1's estimator
 (whose forward value is the loss at its sample), so every registered estimator
-except ``exact`` works unchanged, each layer with its own control variate.
+except ``exact`` works unchanged, each layer with its own control variate. Below the
+last layer that loss is stochastic; it comes as a ``MeanFieldLoss`` whose
+deterministic version propagates means through the later layers, the mean-field
+network MuProp's Taylor expansion is taken on (Gu et al. 2016; ``options:
+{mean_field: false}`` expands around the sampled loss instead).
 
 References:
   Jang, Gu, Poole, Categorical Reparameterization with Gumbel-Softmax, 2017
@@ -58,7 +62,11 @@ class StructuredOutput(_mnist.MnistTask):
     return -_mnist.bernoulli_log_likelihood(_mnist.affine(params["out"], h), y)
 
   def _downstream(self, estimator, keys, params, cvs, level, y):
-    """``f`` for layer ``level``: the loss given its sample (nested surrogates below)."""
+    """``f`` for layer ``level``: the loss given its sample (nested surrogates below).
+
+    Below the last layer ``f`` samples the layers above it, so it comes with its
+    mean-field version (each later layer at its mean), which MuProp expands around.
+    """
     def f(b):
       h = self.flatten(b)
       if level == self.depth - 1:
@@ -66,7 +74,17 @@ class StructuredOutput(_mnist.MnistTask):
       logits = self.logits(params, level + 1, h)
       below = self._downstream(estimator, keys, params, cvs, level + 1, y)
       return estimator(keys[level + 1], logits, below, cvs[level + 1])
-    return f
+
+    def mean_field(b):
+      h = self.flatten(b)
+      for later in range(level + 1, self.depth):
+        logits = self.logits(params, later, h)
+        h = self.flatten(jax.nn.softmax(logits) if self.categorical else jax.nn.sigmoid(logits))
+      return self.nll_given(params, h, y)
+
+    if level == self.depth - 1:
+      return f
+    return gumbax.estimators.MeanFieldLoss(f, mean_field)
 
   def _split_cv(self, cv):
     if not cv:

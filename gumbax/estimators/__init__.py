@@ -7,6 +7,7 @@ logits and for whatever ``f`` closes over. See ``names()`` for the registry.
 """
 
 from gumbax.estimators._base import Estimator
+from gumbax.estimators._base import MeanFieldLoss
 from gumbax.estimators._base import get
 from gumbax.estimators._base import names
 from gumbax.estimators._base import register
@@ -32,6 +33,7 @@ __all__ = [
     "Estimator",
     "Exact",
     "GumbelRao",
+    "MeanFieldLoss",
     "MuProp",
     "Rebar",
     "ReinMax",

@@ -250,6 +250,46 @@ class Estimator(abc.ABC):
     return out.ndim
 
 
+@dataclasses.dataclass(frozen=True)
+class MeanFieldLoss:
+  """A loss ``f`` together with a deterministic mean-field version of it.
+
+  Calling it calls ``f``; every estimator sees ``f``. :class:`MuProp` expands its
+  Taylor control variate around ``mean_field(mu)`` instead of ``f(mu)`` (its
+  ``mean_field`` option). Use it when ``f`` is itself stochastic, e.g. a layer of a
+  sigmoid belief network whose ``f`` samples the layers above: there
+  ``mean_field`` propagates means (``sigmoid`` / ``softmax`` of the logits) instead
+  of samples, as in Gu et al.'s mean-field network. Any ``mean_field`` that does
+  not depend on the sample keeps MuProp unbiased; the closer it tracks ``f``, the
+  lower the variance.
+
+  Attributes:
+    f: the loss, ``b -> one value per example``.
+    mean_field: a deterministic function of the same signature, evaluated at the
+      mean ``mu``.
+
+  Example:
+    >>> loss = gumbax.estimators.MeanFieldLoss(sampled_loss, mean_field_loss)
+    >>> est = gumbax.estimators.get("muprop")
+    >>> surrogate = est(key, logits, loss)
+
+  References:
+    Gu, Levine, Sutskever, Mnih, MuProp: Unbiased Backpropagation for Stochastic
+    Neural Networks, 2016 (arXiv 1511.05176), section 3.
+  """
+
+  f: Callable[[jax.Array], jax.Array]
+  mean_field: Callable[[jax.Array], jax.Array]
+
+  def __post_init__(self):
+    for name in ("f", "mean_field"):
+      if not callable(getattr(self, name)):
+        raise TypeError(f"`{name}` must be callable; got {getattr(self, name)!r}.")
+
+  def __call__(self, b: jax.Array) -> jax.Array:
+    return self.f(b)
+
+
 def detach(f: Callable, example: jax.Array) -> Callable:
   """``f`` with every array it closes over cut from differentiation.
 
@@ -280,4 +320,4 @@ def check_int(value, name: str, minimum: int) -> None:
 
 
 
-__all__ = ["Estimator", "get", "names", "register"]
+__all__ = ["Estimator", "MeanFieldLoss", "get", "names", "register"]

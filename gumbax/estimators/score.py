@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from gumbax.estimators import _network
-from gumbax.estimators._base import Estimator, check_int, register, score_term, zero_valued
+from gumbax.estimators._base import Estimator, MeanFieldLoss, check_int, register, score_term, zero_valued
 
 __all__ = ["MuProp", "Reinforce", "ReinforceLeaveOneOut"]
 
@@ -193,6 +193,11 @@ class MuProp(Estimator):
   Unbiased; 2 evaluations of ``f`` (at ``b`` and at ``mu``) and one VJP.
   Categorical and Bernoulli.
 
+  When ``f`` is a :class:`~gumbax.estimators.MeanFieldLoss` (and ``mean_field`` is
+  true), the expansion uses its deterministic ``mean_field`` in place of ``f``:
+  ``fbar(b) = m(mu) + m'(mu)^T (b - mu)``, the paper's mean-field network. A
+  stochastic ``f`` (one that samples further layers) otherwise gives a noisy slope.
+
   ``r`` is 0 with ``baseline="none"``. With ``baseline="nvil"`` it is NVIL's
   input-dependent baseline on top of the Taylor term: ``r_psi(logits)``, a per-latent
   MLP of the stop-gradient probabilities summed over latents (its output bias
@@ -206,6 +211,7 @@ class MuProp(Estimator):
   Attributes:
     baseline: ``"none"`` or ``"nvil"``.
     hidden: width of the baseline network (``"nvil"`` only).
+    mean_field: expand around ``f.mean_field`` when ``f`` provides one.
 
   References:
     Gu, Levine, Sutskever, Mnih, MuProp: Unbiased Backpropagation for Stochastic
@@ -219,10 +225,13 @@ class MuProp(Estimator):
   reference = "Gu et al. 2016"
   baseline: str = "none"
   hidden: int = 32
+  mean_field: bool = True
 
   def __post_init__(self):
     super().__post_init__()
     _check_baseline(self.baseline, MUPROP_BASELINES, self.hidden)
+    if not isinstance(self.mean_field, bool):
+      raise TypeError(f"`mean_field` must be a bool; got {self.mean_field!r}.")
 
   @property
   def needs_cv(self):
@@ -241,8 +250,9 @@ class MuProp(Estimator):
     logp = self.log_prob(b, logits, ndim)
     mu = self.mean(logits)
     mu_c = jax.lax.stop_gradient(mu).astype(logits.dtype)
+    expand = f.mean_field if self.mean_field and isinstance(f, MeanFieldLoss) else f
     # Only constants come out of f(mu): its value and slope enter stopped.
-    f_mu, pullback = jax.vjp(f, mu_c)
+    f_mu, pullback = jax.vjp(expand, mu_c)
     slope = jax.lax.stop_gradient(pullback(jnp.ones_like(f_mu))[0]).astype(mu.dtype)
     reduce = lambda x: jnp.sum(x, axis=tuple(range(ndim, x.ndim)))
     taylor = f_mu + reduce(slope * (b - mu_c))

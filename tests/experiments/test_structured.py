@@ -1,4 +1,8 @@
-"""Nested estimators through two stochastic layers are unbiased (against enumeration)."""
+"""Nested estimators through two stochastic layers are unbiased (against enumeration).
+
+MuProp runs both ways: expanded around the mean-field network (the default) and
+around the sampled loss.
+"""
 
 import itertools
 
@@ -44,13 +48,14 @@ def _exact_loss(task, params, batch):
   return jnp.mean(total)
 
 
-@pytest.mark.parametrize("name,unbiased", [
-    ("reinforce", True), ("rloo", True), ("muprop", True), ("disarm", True),
-    ("straight_through_gumbel", False),
-    pytest.param("rebar", True, marks=pytest.mark.slow)])
-def test_nested_estimator_matches_enumeration(name, unbiased):
+@pytest.mark.parametrize("name,options,unbiased", [
+    ("reinforce", {}, True), ("rloo", {}, True), ("muprop", {}, True),
+    ("muprop", {"mean_field": False}, True), ("disarm", {}, True),
+    ("straight_through_gumbel", {}, False),
+    pytest.param("rebar", {}, True, marks=pytest.mark.slow)])
+def test_nested_estimator_matches_enumeration(name, options, unbiased):
   task, params, batch = _problem()
-  estimator = gumbax.estimators.get(name, distribution="bernoulli")
+  estimator = gumbax.estimators.get(name, distribution="bernoulli", **options)
   cv = task.init_cv(estimator, jax.random.key(2), params, batch)
   exact = jax.grad(lambda p: _exact_loss(task, p, batch))(params)
 
@@ -67,3 +72,19 @@ def test_nested_estimator_matches_enumeration(name, unbiased):
     assert z.max() < threshold, f"{name}: max |z| = {z.max():.2f} over {flat_e.size} parameters"
   else:  # power control: the biased straight-through estimator is caught
     assert z.max() > threshold
+
+
+def test_muprop_expands_around_the_mean_field_network():
+  """Layer 1's loss carries a mean-field version that propagates sigmoid means."""
+  task, params, batch = _problem()
+  x, y = batch[:, :HALF], batch[:, HALF:]
+  est = gumbax.estimators.get("muprop", distribution="bernoulli")
+  keys = list(jax.random.split(jax.random.key(0), 2))
+  f = task._downstream(est, keys, params, [{}, {}], 0, y)
+  assert isinstance(f, gumbax.estimators.MeanFieldLoss)
+  mu = jax.nn.sigmoid(task.logits(params, 0, x))
+  expected = task.nll_given(params, jax.nn.sigmoid(task.logits(params, 1, mu)), y)
+  np.testing.assert_allclose(f.mean_field(mu), expected, rtol=1e-6)
+  # The last layer's loss is deterministic already and stays a plain function.
+  last = task._downstream(est, keys, params, [{}, {}], 1, y)
+  assert not isinstance(last, gumbax.estimators.MeanFieldLoss)
