@@ -12,7 +12,10 @@ Usage::
 
   python -m benchmarks.sbn_layer_variance \
       runs/jang2017_sbn_bernoulli_muprop/members/structured_output-bernoulli-200-muprop-seed0 \
-      --estimators muprop reinforce straight_through --keys 512
+      --estimators muprop muprop:mean_field=false reinforce straight_through --keys 512
+
+An estimator is a registry name, optionally with hyperparameters after a colon
+(``muprop:mean_field=false``, ``rloo:num_samples=4``; values are read as YAML).
 
 References:
   Gu et al., MuProp, 2016 (arXiv 1511.05176): its control variate is the Taylor
@@ -28,6 +31,7 @@ import json
 import pathlib
 
 import flax.serialization
+import yaml
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,6 +54,18 @@ def load_params(member: pathlib.Path):
   template = task.init(jax.random.key(0))
   params = flax.serialization.from_state_dict(template, payload["state"]["params"])
   return config, task, params, steps[-1]
+
+
+def parse_estimator(spec: str, distribution: str):
+  """``"name"`` or ``"name:key=value,key=value"`` -> an estimator."""
+  name, _, rest = spec.partition(":")
+  options = {}
+  for item in filter(None, rest.split(",")):
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise ValueError(f"Estimator option {item!r} in {spec!r} is not key=value.")
+    options[key.strip()] = yaml.safe_load(value)
+  return gumbax.estimators.get(name, distribution=distribution, **options)
 
 
 def group_stats(grads, groups):
@@ -94,7 +110,7 @@ def main(argv=None):
   print("| estimator | group | total variance | squared norm of the mean |")
   print("|---|---|---|---|")
   for name in args.estimators:
-    est = gumbax.estimators.get(name, distribution=config.task.distribution)
+    est = parse_estimator(name, config.task.distribution)
     stats = measure(task, params, batch, est, args.keys)
     rows[name] = stats
     for group, (var, mean2) in stats.items():

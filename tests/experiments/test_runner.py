@@ -230,7 +230,8 @@ def test_structured_output_end_to_end(tmp_path, monkeypatch):
   bench = importlib.import_module("benchmarks.sbn_layer_variance")
   out = tmp_path / "variance.json"
   bench.main([str(tmp_path / "run" / "members" / summary["member"]), "--keys", "8",
-              "--estimators", "muprop", "straight_through", "--json", str(out)])
+              "--estimators", "muprop", "straight_through", "muprop:mean_field=false",
+              "--json", str(out)])
   stats = json.loads(out.read_text())["stats"]
   assert set(stats["muprop"]) == {"layer 1", "layer 2", "output"}
   assert all(v[0] > 0 and np.isfinite(v[1]) for row in stats.values() for v in row.values())
@@ -239,6 +240,12 @@ def test_structured_output_end_to_end(tmp_path, monkeypatch):
   np.testing.assert_allclose(stats["muprop"]["output"], stats["straight_through"]["output"],
                              rtol=1e-5)
   assert stats["muprop"]["layer 1"][0] != stats["straight_through"]["layer 1"][0]
+  # The mean-field expansion changes layer 1's control variate only.
+  sampled = stats["muprop:mean_field=false"]
+  assert sampled["layer 1"][0] != stats["muprop"]["layer 1"][0]
+  np.testing.assert_allclose(sampled["layer 2"], stats["muprop"]["layer 2"], rtol=1e-5)
+  with pytest.raises(ValueError, match="key=value"):
+    bench.parse_estimator("muprop:mean_field", "bernoulli")
 
 
 def test_cli_list_and_help(capsys):
