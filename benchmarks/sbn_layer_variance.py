@@ -5,8 +5,11 @@ one batch of validation images, and draws ``--keys`` gradients of the training
 loss with each estimator at those parameters. For every parameter group (the first
 stochastic layer's weights, the second's, the output layer) it reports the
 gradient's total variance (sum over coordinates of the per-coordinate variance) and
-the squared norm of its mean. Estimators with a learned control variate use the
-untrained one that ``init`` gives; compare them with that in mind.
+the squared norm of its mean. Estimators with a learned control variate (or a
+running baseline) use the untrained one that ``init`` gives, except ``trained``:
+the member's own estimator (name and options from its config) with the control
+variate of the same checkpoint, parameters and state, as training left them (a
+temperature schedule is not replayed: the estimator gets the config's initial one).
 
 Usage::
 
@@ -15,7 +18,12 @@ Usage::
       --estimators muprop muprop:mean_field=false reinforce straight_through --keys 512
 
 An estimator is a registry name, optionally with hyperparameters after a colon
-(``muprop:mean_field=false``, ``rloo:num_samples=4``; values are read as YAML).
+(``muprop:mean_field=false``, ``rloo:num_samples=4``; values are read as YAML), or
+``trained`` (above)::
+
+  python -m benchmarks.sbn_layer_variance \
+      runs/jang2017_sbn_categorical_constant_lr_rebar/members/structured_output-categorical-20x10-rebar-seed0 \
+      --estimators trained rebar muprop straight_through --keys 512
 
 References:
   Gu et al., MuProp, 2016 (arXiv 1511.05176): its control variate is the Taylor
@@ -39,11 +47,13 @@ import numpy as np
 import gumbax
 from experiments import config as cfg_lib
 from experiments import io
+from experiments import runner
 from experiments.tasks import make_task
 
 
 def load_params(member: pathlib.Path):
-  """The member's config, task and the parameters of its newest checkpoint."""
+  """The member's config, task, parameters of its newest checkpoint, that step, and
+  the checkpoint's control variate as a raw state dict."""
   config = cfg_lib.load(member / "config.yaml")
   task = make_task(config)
   steps = io.checkpoint_steps(member)
@@ -53,7 +63,7 @@ def load_params(member: pathlib.Path):
       (member / f"{io.CHECKPOINT_PREFIX}{steps[-1]}.msgpack").read_bytes())
   template = task.init(jax.random.key(0))
   params = flax.serialization.from_state_dict(template, payload["state"]["params"])
-  return config, task, params, steps[-1]
+  return config, task, params, steps[-1], payload["state"].get("cv", {})
 
 
 def parse_estimator(spec: str, distribution: str):
@@ -79,8 +89,12 @@ def group_stats(grads, groups):
   return out
 
 
-def measure(task, params, batch, estimator, num_keys, seed=0):
+def measure(task, params, batch, estimator, num_keys, seed=0, trained_cv=None):
+  """Per-group stats of ``num_keys`` gradients; ``trained_cv``, a state dict of the
+  estimator's control variate, replaces the one ``init_cv`` gives."""
   cv = task.init_cv(estimator, jax.random.key(seed + 1), params, batch)
+  if trained_cv is not None:
+    cv = flax.serialization.from_state_dict(cv, trained_cv)
 
   def one(key):
     return task.gradients(estimator, key, params, cv, batch).grads
@@ -100,7 +114,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
   if args.keys < 2:
     parser.error("--keys must be at least 2")
-  config, task, params, step = load_params(args.member)
+  config, task, params, step, member_cv = load_params(args.member)
   if task.__class__.__name__ != "StructuredOutput":
     parser.error(f"{args.member} is not a structured_output run")
   split = task.eval_splits[0]                  # "valid" when the config holds one out
@@ -110,8 +124,13 @@ def main(argv=None):
   print("| estimator | group | total variance | squared norm of the mean |")
   print("|---|---|---|---|")
   for name in args.estimators:
-    est = parse_estimator(name, config.task.distribution)
-    stats = measure(task, params, batch, est, args.keys)
+    if name == "trained":
+      est = runner.make_estimator(config)
+      name = f"trained {config.estimator.name}"
+      stats = measure(task, params, batch, est, args.keys, trained_cv=member_cv)
+    else:
+      est = parse_estimator(name, config.task.distribution)
+      stats = measure(task, params, batch, est, args.keys)
     rows[name] = stats
     for group, (var, mean2) in stats.items():
       print(f"| {name} | {group} | {var:.4g} | {mean2:.4g} |")
