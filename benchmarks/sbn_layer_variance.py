@@ -124,13 +124,10 @@ def main(argv=None):
   print("| estimator | group | total variance | squared norm of the mean |")
   print("|---|---|---|---|")
   for name in args.estimators:
-    if name == "trained":
-      est = runner.make_estimator(config)
-      name = f"trained {config.estimator.name}"
-      stats = measure(task, params, batch, est, args.keys, trained_cv=member_cv)
-    else:
-      est = parse_estimator(name, config.task.distribution)
-      stats = measure(task, params, batch, est, args.keys)
+    trained = name == "trained"              # the run's own estimator and control variate
+    est = runner.make_estimator(config) if trained else parse_estimator(name, config.task.distribution)
+    stats = measure(task, params, batch, est, args.keys, trained_cv=member_cv if trained else None)
+    name = f"trained {config.estimator.name}" if trained else name
     rows[name] = stats
     for group, (var, mean2) in stats.items():
       print(f"| {name} | {group} | {var:.4g} | {mean2:.4g} |")

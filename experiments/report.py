@@ -7,7 +7,8 @@ the seeds of each group.
 Number formatting rule (tables): a finite value ``x`` with ``|x| >= 10`` is shown
 with two decimals (``1234.57``), any other value with four significant digits
 (``0.01235``, ``3.142``); NaN and infinities print as ``nan``/``inf``/``-inf``.
-Mean and std are formatted independently with this rule. Missing final metrics are
+A std beside a mean of ``|mean| >= 10`` gets the mean's two decimals (``111.41 ± 0.30``);
+beside a smaller mean it follows the rule on its own. Missing final metrics are
 ignored, but a NaN final value propagates to its group's mean, so divergence shows.
 """
 
@@ -217,6 +218,11 @@ def _fmt(x: float) -> str:
   return f"{x:.2f}" if abs(x) >= 10 else f"{x:.4g}"
 
 
+def _fmt_std(std: float, mean: float) -> str:
+  """A std with its mean's precision: 2 decimals when ``|mean| >= 10``, else :func:`_fmt`."""
+  return f"{std:.2f}" if math.isfinite(std) and abs(mean) >= 10 else _fmt(std)
+
+
 def _status_text(counts: collections.Counter) -> str:
   return ", ".join(f"{status}: {n}" for status, n in sorted(counts.items()))
 
@@ -242,7 +248,7 @@ def comparison_table(members: list[Member]) -> tuple[list[str], list[list[str]]]
     for name in names:
       (mean, std), count = r["stats"][name]
       cell = _fmt(mean) if math.isnan(std) or not math.isfinite(mean) else (
-          f"{_fmt(mean)} ± {_fmt(std)}")
+          f"{_fmt(mean)} ± {_fmt_std(std, mean)}")
       row.append("-" if count == 0 else cell + (f" (n={count})" if count < r["seeds"] else ""))
     row += [f"{r['steps']:.0f}" if math.isfinite(r["steps"]) else "-", _fmt(r["wall_time"])]
     rows.append(row)

@@ -186,7 +186,7 @@ def test_table_mean_std_match_numpy(run_dir: Path):
         mean, std = _expected(task, estimator, key)
         mean_text, std_text = row[key].split(" ± ")
         assert mean_text == (f"{mean:.2f}" if abs(mean) >= 10 else f"{mean:.4g}")
-        assert std_text == (f"{std:.2f}" if abs(std) >= 10 else f"{std:.4g}")
+        assert std_text == (f"{std:.2f}" if max(abs(mean), abs(std)) >= 10 else f"{std:.4g}")
       assert row["wall time (s)"] == "11.00" and row["steps"] == "100"
 
 
@@ -196,6 +196,10 @@ def test_format_rule():
   assert rp._fmt(0.0123456) == "0.01235"
   assert rp._fmt(9.87654) == "9.877"
   assert rp._fmt(float("nan")) == "nan" and rp._fmt(float("inf")) == "inf"
+  # A std takes its mean's two decimals when the mean has them, else the rule on its own.
+  assert rp._fmt_std(0.298765, 111.41) == "0.30" and rp._fmt_std(0.001, -12.0) == "0.00"
+  assert rp._fmt_std(0.0123456, 3.1) == "0.01235" and rp._fmt_std(12.345, 3.1) == "12.35"
+  assert rp._fmt_std(float("nan"), 111.0) == "nan"
 
 
 def test_single_seed_and_failed_status(tmp_path: Path):
