@@ -30,14 +30,29 @@ Config-driven experiments with gumbax estimators.
   python -m experiments list
       The configs in configs/, the tasks, the estimators and the schedules.
 
-  python -m experiments report RUN_DIR [RUN_DIR ...] [--out DIR]
+  python -m experiments report RUN_DIR [RUN_DIR ...] [--out DIR] [--select METRIC]
       Rebuild the comparison table and the plots from finished (or running) runs.
+      --select valid/neg_elbo also writes selected.md/.csv: per estimator only the
+      learning rate (and decay) with the lowest mean of that final metric.
 
 Data: MNIST is read from $GUMBAX_DATA_DIR (default ~/.cache/gumbax/mnist) and
 downloaded from public mirrors when missing (data.download: false to forbid).
 Multi-host: call jax.distributed.initialize() in every process before `run`;
 the batch axis is sharded over jax.devices(), every device of every host.
 """
+
+
+_SELECT_HELP = ("also write selected.md/.csv: per estimator, the learning rate and decay "
+                "with the lowest mean of this final metric (e.g. valid/neg_elbo)")
+
+
+def _metric_name(text: str) -> str:
+  """``--select`` values: a final metric's name, ``split/name`` (``valid/neg_elbo``)."""
+  split, _, name = text.partition("/")
+  if not split or not name:
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a final metric name, split/name like valid/neg_elbo")
+  return text
 
 
 def _configs_dir() -> pathlib.Path:
@@ -57,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
   run.add_argument("--out", help="run folder (default: runs/NAME)")
   run.add_argument("--no-progress", action="store_true", help="no progress bar")
   run.add_argument("--no-report", action="store_true", help="skip the table and plots at the end")
+  run.add_argument("--select", metavar="METRIC", type=_metric_name, help=_SELECT_HELP)
   variance = sub.add_parser("variance", help="gradient bias / variance study of a config's estimators")
   variance.add_argument("config", help="a YAML config with a variance: section")
   variance.add_argument("overrides", nargs="*", metavar="key=value")
@@ -66,12 +82,15 @@ def _parser() -> argparse.ArgumentParser:
   report = sub.add_parser("report", help="rebuild tables and plots from run folders")
   report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
   report.add_argument("--out", help="output folder (default: the run folder; required for several)")
+  report.add_argument("--select", metavar="METRIC", type=_metric_name, help=_SELECT_HELP)
   return parser
 
 
 def _run(args) -> int:
   from experiments import config as cfg_lib
   from experiments import report, runner
+  if args.select and args.no_report:
+    raise cfg_lib.ConfigError("--select needs the report; drop --no-report or --select.")
   source = pathlib.Path(args.config)
   if source.is_dir():
     if not (source / "config.yaml").exists():
@@ -84,8 +103,7 @@ def _run(args) -> int:
   print(f"run folder: {out}", file=sys.stderr)
   runner.run(config, out, progress=not args.no_progress)
   if not args.no_report:
-    result = report.report([out])
-    print(pathlib.Path(result["table_md"]).read_text())
+    return _print_report(lambda: report.report([out], select=args.select), args.select)
   return 0
 
 
@@ -124,8 +142,21 @@ def _list() -> int:
 
 def _report(args) -> int:
   from experiments import report
-  result = report.report([pathlib.Path(d) for d in args.run_dirs], args.out)
+  dirs = [pathlib.Path(d) for d in args.run_dirs]
+  return _print_report(lambda: report.report(dirs, args.out, select=args.select), args.select)
+
+
+def _print_report(make_report, select: str | None) -> int:
+  """Runs ``make_report`` and prints its tables; a bad folder or metric is exit status 2."""
+  try:
+    result = make_report()
+  except (ValueError, FileNotFoundError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
   print(pathlib.Path(result["table_md"]).read_text())
+  if select is not None:
+    print(f"Chosen by the lowest mean {select} per estimator ({result['selected_md']}):\n")
+    print(pathlib.Path(result["selected_md"]).read_text())
   for note in result.get("skipped", []):
     print(note, file=sys.stderr)
   return 0

@@ -2,7 +2,9 @@
 
 A run folder holds ``members/<id>/metrics.jsonl`` and ``members/<id>/summary.json``.
 Members that differ only by seed form a *group*; tables and plots aggregate over
-the seeds of each group.
+the seeds of each group. With ``select`` (a final metric such as ``valid/neg_elbo``,
+lower is better), a second table keeps, per estimator setting, only the learning rate
+and decay whose seeds have the lowest mean of it: the choice of rate by validation.
 
 Number formatting rule (tables): a finite value ``x`` with ``|x| >= 10`` is shown
 with two decimals (``1234.57``), any other value with four significant digits
@@ -266,15 +268,48 @@ def _csv_number(x: float | None) -> str:
   return "" if x is None or (isinstance(x, float) and math.isnan(x)) else repr(x)
 
 
-def write_tables(members: list[Member], out_dir: str | Path) -> tuple[Path, Path]:
-  """Writes ``table.md`` (formatted) and ``table.csv`` (numeric mean/std columns).
+def select_by(members: list[Member], metric: str) -> tuple[list[GroupKey], list[str]]:
+  """Per estimator setting, the learning rate (and decay) with the lowest mean ``metric``.
+
+  An estimator setting is a group key without its learning rate and decay (task,
+  estimator, temperature, temperature schedule). Among its groups, the one whose
+  seeds have the lowest mean final ``metric`` (e.g. ``valid/neg_elbo``; lower is
+  better) is chosen. Groups whose mean is not finite (missing, or a diverged seed)
+  are never chosen.
+
+  Returns:
+    ``(chosen, unchosen)``: the chosen group keys in table order, and one note per
+    estimator setting with no finite ``metric`` in any of its groups.
+
+  Raises:
+    ValueError: If no member has a final value named ``metric``.
+  """
+  names, records = _group_stats(members)
+  if metric not in names:
+    raise ValueError(f"no member has a final metric {metric!r}; they have: {', '.join(names)}")
+  settings = collections.defaultdict(list)
+  for r in records:
+    settings[r["key"][:4]].append(r)
+  chosen, unchosen = [], []
+  for setting, candidates in settings.items():
+    finite = [r for r in candidates if math.isfinite(r["stats"][metric][0][0])]
+    if finite:
+      chosen.append(min(finite, key=lambda r: r["stats"][metric][0][0])["key"])
+    else:
+      unchosen.append(f"{setting[0]} {setting[1]}: no finite {metric} at any learning rate")
+  return chosen, unchosen
+
+
+def write_tables(members: list[Member], out_dir: str | Path, *,
+                 stem: str = "table") -> tuple[Path, Path]:
+  """Writes ``<stem>.md`` (formatted) and ``<stem>.csv`` (numeric mean/std columns).
 
   Returns:
     ``(md_path, csv_path)``.
   """
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  md_path, csv_path = out_dir / "table.md", out_dir / "table.csv"
+  md_path, csv_path = out_dir / f"{stem}.md", out_dir / f"{stem}.csv"
   md_path.write_text(_markdown(*comparison_table(members)), encoding="utf-8")
   names, records = _group_stats(members)
   header = ["task", "estimator", "temperature", "temperature_schedule", "learning_rate",
@@ -429,19 +464,25 @@ def write_plots(members: list[Member], out_dir: str | Path) -> list[Path]:
   return written
 
 
-def report(run_dirs: str | Path | Iterable[str | Path], out_dir: str | Path | None = None) -> dict:
+def report(run_dirs: str | Path | Iterable[str | Path], out_dir: str | Path | None = None,
+           select: str | None = None) -> dict:
   """Merges the members of one or more run folders and writes tables and plots.
 
   Args:
     run_dirs: A run folder or several; their members are pooled (same group = more seeds).
     out_dir: Output folder; defaults to the run folder when there is exactly one.
+    select: A final metric, lower is better (e.g. ``valid/neg_elbo``). If given, also
+      writes ``selected.md`` / ``selected.csv``: per estimator setting only the
+      learning rate and decay that :func:`select_by` chooses on it.
 
   Returns:
-    ``{"table_md", "table_csv", "plots", "members", "skipped"}``.
+    ``{"table_md", "table_csv", "plots", "members", "skipped"}``, plus
+    ``"selected_md"`` and ``"selected_csv"`` with ``select``; settings that could
+    not be chosen are noted in ``"skipped"``.
 
   Raises:
-    ValueError: If no run folder is given, a run folder has no usable member, or
-      ``out_dir`` is missing with several run folders.
+    ValueError: If no run folder is given, a run folder has no usable member,
+      ``out_dir`` is missing with several run folders, or no member has ``select``.
   """
   dirs = [Path(run_dirs)] if isinstance(run_dirs, (str, Path)) else [Path(d) for d in run_dirs]
   if not dirs:
@@ -455,6 +496,13 @@ def report(run_dirs: str | Path | Iterable[str | Path], out_dir: str | Path | No
       raise ValueError(f"run folder {str(run_dir)!r} has no members with a summary.json")
     members += loaded
   out_dir = Path(out_dir if out_dir is not None else dirs[0])
+  result = {}
+  if select is not None:
+    chosen, unchosen = select_by(members, select)
+    chosen = set(chosen)
+    result["selected_md"], result["selected_csv"] = write_tables(
+        [m for m in members if group_key(m) in chosen], out_dir, stem="selected")
+    skipped += unchosen
   md_path, csv_path = write_tables(members, out_dir)
   return {"table_md": md_path, "table_csv": csv_path, "plots": write_plots(members, out_dir),
-          "members": len(members), "skipped": skipped}
+          "members": len(members), "skipped": skipped, **result}

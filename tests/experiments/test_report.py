@@ -328,3 +328,70 @@ def test_report_errors(tmp_path: Path):
     rp.report(tmp_path / "missing")
   with pytest.raises(ValueError, match="at least one"):
     rp.report([])
+
+
+def _rate_member(run: Path, estimator: str, seed: int, lr: float, decay: float, valid: float) -> None:
+  """A vae member at learning rate ``lr`` (decay ``decay``) with final valid/neg_elbo ``valid``."""
+  member = _write_member(run, "vae", estimator, seed,
+                         final={"valid/neg_elbo": valid, "test/neg_elbo": valid - 1.0})
+  summary = json.loads((member / "summary.json").read_text())
+  summary["learning_rate"] = lr
+  summary["hyperparameters"] = {"optimizer": {"decay_rate": decay, "decay_steps": 1000}}
+  (member / "summary.json").write_text(json.dumps(summary))
+
+
+def test_select_by_picks_the_lowest_mean_per_estimator(tmp_path: Path):
+  """Per estimator, the rate/decay whose seeds have the lowest mean metric; NaN is never chosen."""
+  cases = {  # (run, estimator, lr, decay): valid -ELBO of seeds 0 and 1
+      ("a", "rloo", 1e-3, 1.0): (110.0, 114.0),   # mean 112: lowest for rloo, not the best seed
+      ("b", "rloo", 3e-4, 1.0): (109.0, 116.0),   # mean 112.5, holds the best single seed
+      ("c", "rloo", 1e-3, 0.9): (113.0, 113.0),
+      ("d", "gumbel_rao(num_samples=10)", 1e-3, 1.0): (90.0, math.nan),  # diverged seed
+      ("e", "gumbel_rao(num_samples=10)", 3e-4, 1.0): (95.0, 96.0),
+  }
+  for (run, estimator, lr, decay), values in cases.items():
+    for seed, value in enumerate(values):
+      _rate_member(tmp_path / run, estimator, seed, lr, decay, value)
+  members = [m for run in "abcde" for m in rp.load_run(tmp_path / run)]
+  chosen, unchosen = rp.select_by(members, "valid/neg_elbo")
+  assert [(k.estimator, k.learning_rate, k.lr_decay) for k in chosen] == [
+      ("gumbel_rao(num_samples=10)", 3e-4, ""), ("rloo", 1e-3, "")]
+  assert unchosen == []
+  with pytest.raises(ValueError, match="valid/accuracy.*valid/neg_elbo"):
+    rp.select_by(members, "valid/accuracy")
+
+  info = rp.report([tmp_path / r for r in "abcde"], tmp_path / "out", select="valid/neg_elbo")
+  with info["selected_csv"].open() as f:
+    rows = list(csv.DictReader(f))
+  assert [(r["estimator"], float(r["learning_rate"]), r["lr_decay"]) for r in rows] == [
+      ("gumbel_rao(num_samples=10)", 3e-4, ""), ("rloo", 1e-3, "")]
+  assert float(rows[1]["valid/neg_elbo_mean"]) == pytest.approx(112.0)
+  assert info["selected_md"].read_text().count("\n") == 2 + 2  # header, rule, two rows
+  with info["table_csv"].open() as f:
+    assert len(list(csv.DictReader(f))) == 5  # the full table keeps every rate
+
+
+def test_select_notes_an_estimator_without_a_finite_value(tmp_path: Path):
+  _rate_member(tmp_path / "a", "rloo", 0, 1e-3, 1.0, math.nan)
+  _rate_member(tmp_path / "a", "gumbel_rao(num_samples=10)", 0, 1e-3, 1.0, 100.0)
+  info = rp.report(tmp_path / "a", select="valid/neg_elbo")
+  assert info["skipped"] == ["vae rloo: no finite valid/neg_elbo at any learning rate"]
+  with info["selected_csv"].open() as f:
+    assert [r["estimator"] for r in csv.DictReader(f)] == ["gumbel_rao(num_samples=10)"]
+
+
+def test_cli_report_select(tmp_path: Path, capsys):
+  from experiments import cli
+  _rate_member(tmp_path / "a", "rloo", 0, 1e-3, 1.0, 120.0)
+  _rate_member(tmp_path / "b", "rloo", 0, 3e-4, 1.0, 118.0)
+  args = ["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "out")]
+  assert cli.main(args + ["--select", "valid/neg_elbo"]) == 0
+  out = capsys.readouterr().out
+  assert "Chosen by the lowest mean valid/neg_elbo" in out
+  selected = out.split("Chosen by")[1]
+  assert "0.0003" in selected and "0.001" not in selected
+  assert cli.main(args + ["--select", "valid/nll"]) == 2  # not a metric of these runs
+  assert "no member has a final metric 'valid/nll'" in capsys.readouterr().err
+  with pytest.raises(SystemExit):  # not a metric name at all: argparse refuses it
+    cli.main(args + ["--select", "neg_elbo"])
+  assert cli.main(["report", str(tmp_path / "missing")]) == 2

@@ -97,6 +97,10 @@ def test_toy_sweep_writes_every_output_and_learns(tmp_path):
   assert _rows(run_dir) == before
   assert cli.main(["run", str(run_dir), "--no-progress"]) == 0  # resume by folder
   assert _rows(run_dir) == before
+  # --select adds the per-estimator choice of rate to the report (one rate here: both rows).
+  assert cli.main(["run", str(run_dir), "--no-progress", "--select", "exact/loss"]) == 0
+  assert len((run_dir / "selected.md").read_text().splitlines()) == 4
+  assert cli.main(["run", str(run_dir), "--no-report", "--select", "exact/loss"]) == 2
   # A folder whose config.yaml lacks a field added later (with its default) still resumes.
   saved = yaml.safe_load((run_dir / "config.yaml").read_text())
   del saved["estimator"]["optimizer"], saved["variance"]
