@@ -385,7 +385,12 @@ def _labels(groups: dict[GroupKey, list[Member]], with_task: bool = False) -> di
 
 def _draw(path: Path, title: str, panels: list[tuple[str, str, Extract]],
           groups: dict[GroupKey, list[Member]], labels: dict, logy: bool = False) -> bool:
-  """One subplot per panel with data; returns False (nothing written) if none has any."""
+  """One subplot per panel with data; returns False (nothing written) if none has any.
+
+  Each group keeps one color in every panel, and one legend below the panels names
+  them (a group missing from a panel cannot shift the others' colors).
+  """
+  colors = {labels[k]: f"C{i % 10}" for i, k in enumerate(groups)}
   drawn = []
   for panel_title, ylabel, extract in panels:
     curves = [(labels[k], agg) for k, ms in groups.items()
@@ -396,6 +401,7 @@ def _draw(path: Path, title: str, panels: list[tuple[str, str, Extract]],
     return False
   import matplotlib
   matplotlib.use("Agg")
+  import matplotlib.lines
   import matplotlib.pyplot as plt
   ncols = min(len(drawn), 3)
   nrows = math.ceil(len(drawn) / ncols)
@@ -403,18 +409,22 @@ def _draw(path: Path, title: str, panels: list[tuple[str, str, Extract]],
                            layout="constrained")
   for ax, (panel_title, ylabel, curves) in zip(axes.flat, drawn):
     for label, (steps, mean, lo, hi) in curves:
+      color = colors[label]
       if len(steps) == 1:  # A band needs two points: show the min-max range as an error bar.
         yerr = np.clip([mean - lo, hi - mean], 0, None)  # Rounding can put the mean past min.
-        ax.errorbar(steps, mean, yerr=yerr, fmt="o", capsize=4, label=label)
+        ax.errorbar(steps, mean, yerr=yerr, fmt="o", capsize=4, color=color)
         continue
-      (line,) = ax.plot(steps, mean, label=label, marker="." if len(steps) < 30 else None)
-      ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+      ax.plot(steps, mean, color=color, marker="." if len(steps) < 30 else None)
+      ax.fill_between(steps, lo, hi, color=color, alpha=0.2, linewidth=0)
     ax.set(title=panel_title, xlabel="step", ylabel=ylabel)
     if logy:
       ax.set_yscale("log")
-    ax.legend(fontsize="small")
   for ax in axes.flat[len(drawn):]:
     ax.remove()
+  shown = sorted({label for _, _, curves in drawn for label, _ in curves}, key=list(colors).index)
+  handles = [matplotlib.lines.Line2D([], [], color=colors[label]) for label in shown]
+  fig.legend(handles, shown, loc="outside lower center", ncols=min(len(shown), 2),
+             fontsize="small")
   fig.suptitle(title)
   fig.savefig(path, dpi=100)
   plt.close(fig)

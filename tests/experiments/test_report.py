@@ -262,6 +262,27 @@ def test_plots_written(run_dir: Path, tmp_path: Path):
     _assert_png(path)
 
 
+def test_a_group_keeps_its_color_when_another_misses_a_panel(tmp_path: Path, monkeypatch):
+  """Colors are per group, not per panel, and one figure legend names every group."""
+  import matplotlib.pyplot as plt
+  figures = []
+  monkeypatch.setattr(plt, "close", figures.append)
+  members = [rp.Member(tmp_path / n, {"estimator": n, "task": "vae"}, []) for n in "abc"]
+  groups = {rp.group_key(m): [m] for m in members}
+  labels = {key: key.estimator for key in groups}
+  curve = {0: 1.0, 10: 2.0}
+  panels = [("all", "y", lambda m: curve),
+            ("no a", "y", lambda m: {} if m.summary["estimator"] == "a" else curve)]
+  assert rp._draw(tmp_path / "x.png", "t", panels, groups, labels)
+  (fig,) = figures
+  first, second = ([line.get_color() for line in ax.lines] for ax in fig.axes)
+  assert len(set(first)) == 3 and second == first[1:]
+  (legend,) = fig.legends
+  assert [t.get_text() for t in legend.get_texts()] == ["a", "b", "c"]
+  assert [ax.get_legend() for ax in fig.axes] == [None, None]
+  _assert_png(tmp_path / "x.png")
+
+
 def test_plots_skipped_without_temperature_or_variance(tmp_path: Path):
   run = _make_run(tmp_path / "run", estimators=("rloo",))
   paths = rp.write_plots(rp.load_run(run), tmp_path / "out")
