@@ -274,12 +274,13 @@ def select_by(members: list[Member], metric: str) -> tuple[list[GroupKey], list[
   An estimator setting is a group key without its learning rate and decay (task,
   estimator, temperature, temperature schedule). Among its groups, the one whose
   seeds have the lowest mean final ``metric`` (e.g. ``valid/neg_elbo``; lower is
-  better) is chosen. Groups whose mean is not finite (missing, or a diverged seed)
-  are never chosen.
+  better) is chosen. A group is eligible only if every one of its seeds has a finite
+  value: a seed that diverged (NaN, or stopped with no final metrics) or is still
+  running rules its group out rather than dropping out of the mean.
 
   Returns:
     ``(chosen, unchosen)``: the chosen group keys in table order, and one note per
-    estimator setting with no finite ``metric`` in any of its groups.
+    estimator setting with no eligible group.
 
   Raises:
     ValueError: If no member has a final value named ``metric``.
@@ -292,11 +293,13 @@ def select_by(members: list[Member], metric: str) -> tuple[list[GroupKey], list[
     settings[r["key"][:4]].append(r)
   chosen, unchosen = [], []
   for setting, candidates in settings.items():
-    finite = [r for r in candidates if math.isfinite(r["stats"][metric][0][0])]
-    if finite:
-      chosen.append(min(finite, key=lambda r: r["stats"][metric][0][0])["key"])
+    eligible = [r for r in candidates
+                if r["stats"][metric][1] == r["seeds"] and math.isfinite(r["stats"][metric][0][0])]
+    if eligible:
+      chosen.append(min(eligible, key=lambda r: r["stats"][metric][0][0])["key"])
     else:
-      unchosen.append(f"{setting[0]} {setting[1]}: no finite {metric} at any learning rate")
+      unchosen.append(f"{setting[0]} {setting[1]}: no learning rate with a finite {metric} "
+                      "for every seed")
   return chosen, unchosen
 
 

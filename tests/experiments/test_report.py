@@ -351,10 +351,13 @@ def test_report_errors(tmp_path: Path):
     rp.report([])
 
 
-def _rate_member(run: Path, estimator: str, seed: int, lr: float, decay: float, valid: float) -> None:
-  """A vae member at learning rate ``lr`` (decay ``decay``) with final valid/neg_elbo ``valid``."""
-  member = _write_member(run, "vae", estimator, seed,
-                         final={"valid/neg_elbo": valid, "test/neg_elbo": valid - 1.0})
+def _rate_member(run: Path, estimator: str, seed: int, lr: float, decay: float, valid: float | None) -> None:
+  """A vae member at learning rate ``lr`` (decay ``decay``) with final valid/neg_elbo ``valid``.
+
+  ``valid=None``: a member that stopped without final metrics (as a diverged one does).
+  """
+  final = {} if valid is None else {"valid/neg_elbo": valid, "test/neg_elbo": valid - 1.0}
+  member = _write_member(run, "vae", estimator, seed, final=final)
   summary = json.loads((member / "summary.json").read_text())
   summary["learning_rate"] = lr
   summary["hyperparameters"] = {"optimizer": {"decay_rate": decay, "decay_steps": 1000}}
@@ -369,11 +372,12 @@ def test_select_by_picks_the_lowest_mean_per_estimator(tmp_path: Path):
       ("c", "rloo", 1e-3, 0.9): (113.0, 113.0),
       ("d", "gumbel_rao(num_samples=10)", 1e-3, 1.0): (90.0, math.nan),  # diverged seed
       ("e", "gumbel_rao(num_samples=10)", 3e-4, 1.0): (95.0, 96.0),
+      ("f", "gumbel_rao(num_samples=10)", 1e-4, 1.0): (91.0, None),  # no final metrics
   }
   for (run, estimator, lr, decay), values in cases.items():
     for seed, value in enumerate(values):
       _rate_member(tmp_path / run, estimator, seed, lr, decay, value)
-  members = [m for run in "abcde" for m in rp.load_run(tmp_path / run)]
+  members = [m for run in "abcdef" for m in rp.load_run(tmp_path / run)]
   chosen, unchosen = rp.select_by(members, "valid/neg_elbo")
   assert [(k.estimator, k.learning_rate, k.lr_decay) for k in chosen] == [
       ("gumbel_rao(num_samples=10)", 3e-4, ""), ("rloo", 1e-3, "")]
@@ -381,7 +385,7 @@ def test_select_by_picks_the_lowest_mean_per_estimator(tmp_path: Path):
   with pytest.raises(ValueError, match="valid/accuracy.*valid/neg_elbo"):
     rp.select_by(members, "valid/accuracy")
 
-  info = rp.report([tmp_path / r for r in "abcde"], tmp_path / "out", select="valid/neg_elbo")
+  info = rp.report([tmp_path / r for r in "abcdef"], tmp_path / "out", select="valid/neg_elbo")
   with info["selected_csv"].open() as f:
     rows = list(csv.DictReader(f))
   assert [(r["estimator"], float(r["learning_rate"]), r["lr_decay"]) for r in rows] == [
@@ -389,14 +393,15 @@ def test_select_by_picks_the_lowest_mean_per_estimator(tmp_path: Path):
   assert float(rows[1]["valid/neg_elbo_mean"]) == pytest.approx(112.0)
   assert info["selected_md"].read_text().count("\n") == 2 + 2  # header, rule, two rows
   with info["table_csv"].open() as f:
-    assert len(list(csv.DictReader(f))) == 5  # the full table keeps every rate
+    assert len(list(csv.DictReader(f))) == 6  # the full table keeps every rate
 
 
 def test_select_notes_an_estimator_without_a_finite_value(tmp_path: Path):
   _rate_member(tmp_path / "a", "rloo", 0, 1e-3, 1.0, math.nan)
   _rate_member(tmp_path / "a", "gumbel_rao(num_samples=10)", 0, 1e-3, 1.0, 100.0)
   info = rp.report(tmp_path / "a", select="valid/neg_elbo")
-  assert info["skipped"] == ["vae rloo: no finite valid/neg_elbo at any learning rate"]
+  assert info["skipped"] == [
+      "vae rloo: no learning rate with a finite valid/neg_elbo for every seed"]
   with info["selected_csv"].open() as f:
     assert [r["estimator"] for r in csv.DictReader(f)] == ["gumbel_rao(num_samples=10)"]
 
