@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 
+_LINESTYLES = ("-", "--", ":", "-.")
 EMA_ALPHA = 0.1  # train-loss smoothing: s_t = a * x_t + (1 - a) * s_{t-1}, per logged row
 _EVAL_SPLITS = ("valid", "test")
 _NON_METRIC_KEYS = frozenset({"step", "split", "wall_time", "iw_samples"})
@@ -390,10 +391,12 @@ def _draw(path: Path, title: str, panels: list[tuple[str, str, Extract]],
           groups: dict[GroupKey, list[Member]], labels: dict, logy: bool = False) -> bool:
   """One subplot per panel with data; returns False (nothing written) if none has any.
 
-  Each group keeps one color in every panel, and one legend below the panels names
-  them (a group missing from a panel cannot shift the others' colors).
+  Each group keeps one style in every panel, and one legend below the panels names
+  them (a group missing from a panel cannot shift the others' colors). Past ten
+  groups the colors repeat with another line style.
   """
-  colors = {labels[k]: f"C{i % 10}" for i, k in enumerate(groups)}
+  styles = {labels[k]: {"color": f"C{i % 10}", "linestyle": _LINESTYLES[i // 10 % 4]}
+            for i, k in enumerate(groups)}
   drawn = []
   for panel_title, ylabel, extract in panels:
     curves = [(labels[k], agg) for k, ms in groups.items()
@@ -412,20 +415,20 @@ def _draw(path: Path, title: str, panels: list[tuple[str, str, Extract]],
                            layout="constrained")
   for ax, (panel_title, ylabel, curves) in zip(axes.flat, drawn):
     for label, (steps, mean, lo, hi) in curves:
-      color = colors[label]
+      style = styles[label]
       if len(steps) == 1:  # A band needs two points: show the min-max range as an error bar.
         yerr = np.clip([mean - lo, hi - mean], 0, None)  # Rounding can put the mean past min.
-        ax.errorbar(steps, mean, yerr=yerr, fmt="o", capsize=4, color=color)
+        ax.errorbar(steps, mean, yerr=yerr, fmt="o", capsize=4, **style)
         continue
-      ax.plot(steps, mean, color=color, marker="." if len(steps) < 30 else None)
-      ax.fill_between(steps, lo, hi, color=color, alpha=0.2, linewidth=0)
+      ax.plot(steps, mean, marker="." if len(steps) < 30 else None, **style)
+      ax.fill_between(steps, lo, hi, color=style["color"], alpha=0.2, linewidth=0)
     ax.set(title=panel_title, xlabel="step", ylabel=ylabel)
     if logy:
       ax.set_yscale("log")
   for ax in axes.flat[len(drawn):]:
     ax.remove()
-  shown = sorted({label for _, _, curves in drawn for label, _ in curves}, key=list(colors).index)
-  handles = [matplotlib.lines.Line2D([], [], color=colors[label]) for label in shown]
+  shown = sorted({label for _, _, curves in drawn for label, _ in curves}, key=list(styles).index)
+  handles = [matplotlib.lines.Line2D([], [], **styles[label]) for label in shown]
   fig.legend(handles, shown, loc="outside lower center", ncols=min(len(shown), 2),
              fontsize="small")
   fig.suptitle(title)

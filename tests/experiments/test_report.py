@@ -262,7 +262,7 @@ def test_plots_written(run_dir: Path, tmp_path: Path):
     _assert_png(path)
 
 
-def test_a_group_keeps_its_color_when_another_misses_a_panel(tmp_path: Path, monkeypatch):
+def test_a_group_keeps_its_style_when_another_misses_a_panel(tmp_path: Path, monkeypatch):
   """Colors are per group, not per panel, and one figure legend names every group."""
   import matplotlib.pyplot as plt
   figures = []
@@ -281,6 +281,14 @@ def test_a_group_keeps_its_color_when_another_misses_a_panel(tmp_path: Path, mon
   assert [t.get_text() for t in legend.get_texts()] == ["a", "b", "c"]
   assert [ax.get_legend() for ax in fig.axes] == [None, None]
   _assert_png(tmp_path / "x.png")
+  # Twelve groups: the eleventh takes the first color again, with another line style.
+  members = [rp.Member(tmp_path / str(i), {"estimator": f"e{i:02d}", "task": "vae"}, [])
+             for i in range(12)]
+  groups = {rp.group_key(m): [m] for m in members}
+  assert rp._draw(tmp_path / "y.png", "t", panels[:1], groups, {k: k.estimator for k in groups})
+  lines = figures[-1].axes[0].lines
+  styles = [(line.get_color(), line.get_linestyle()) for line in lines]
+  assert len(set(styles)) == 12 and styles[10] == ("C0", "--")
 
 
 def test_plots_skipped_without_temperature_or_variance(tmp_path: Path):
