@@ -359,7 +359,8 @@ def test_report_errors(tmp_path: Path):
     rp.report([])
 
 
-def _rate_member(run: Path, estimator: str, seed: int, lr: float, decay: float, valid: float | None) -> None:
+def _rate_member(run: Path, estimator: str, seed: int, lr: float, decay: float,
+                 valid: float | None) -> None:
   """A vae member at learning rate ``lr`` (decay ``decay``) with final valid/neg_elbo ``valid``.
 
   ``valid=None``: a member that stopped without final metrics (as a diverged one does).
