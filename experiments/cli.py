@@ -27,6 +27,13 @@ Config-driven experiments with gumbax estimators.
       variance.jsonl, table_stepN.md/.csv, plots/variance.png and summary.json
       (default folder runs/NAME).
 
+  python -m experiments evaluate RUN_DIR [RUN_DIR ...] --samples M [--splits test ...]
+      Evaluate the completed members of a run again from their final checkpoints
+      with M importance samples per example (e.g. the m = 1000 bound of a run
+      trained with task.final_eval_samples=100), on every split or the ones named.
+      Updates each member's summary.json final metrics and their m, appends the
+      new rows to metrics.jsonl (the earlier ones stay), then rebuilds the report.
+
   python -m experiments list
       The configs in configs/, the tasks, the estimators and the schedules.
 
@@ -55,6 +62,16 @@ def _metric_name(text: str) -> str:
   return text
 
 
+def _positive_int(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+  return value
+
+
 def _configs_dir() -> pathlib.Path:
   here = pathlib.Path.cwd() / "configs"
   return here if here.is_dir() else pathlib.Path(__file__).resolve().parent.parent / "configs"
@@ -63,7 +80,7 @@ def _configs_dir() -> pathlib.Path:
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="python -m experiments", description=DESCRIPTION,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  sub = parser.add_subparsers(dest="command", required=True, metavar="{run,variance,list,report}")
+  sub = parser.add_subparsers(dest="command", required=True, metavar="{run,variance,evaluate,list,report}")
   run = sub.add_parser("run", help="train every member of a config (resumes an existing run)",
                        description="Train every sweep member of CONFIG; see `python -m experiments -h`.")
   run.add_argument("config", help="a YAML config, or an existing run folder to resume")
@@ -78,6 +95,15 @@ def _parser() -> argparse.ArgumentParser:
   variance.add_argument("overrides", nargs="*", metavar="key=value")
   variance.add_argument("--out", help="output folder (default: runs/NAME)")
   variance.add_argument("--no-progress", action="store_true", help="no progress bar")
+  evaluate = sub.add_parser("evaluate", help="evaluate finished members again (e.g. larger m)",
+                            description="Evaluate the completed members of RUN_DIR from their "
+                            "final checkpoints; see `python -m experiments -h`.")
+  evaluate.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+  evaluate.add_argument("--samples", type=_positive_int, required=True, metavar="M",
+                        help="importance samples per example (e.g. 1000)")
+  evaluate.add_argument("--splits", nargs="+", metavar="SPLIT",
+                        help="the splits to evaluate (default: all of the task's, e.g. valid test)")
+  evaluate.add_argument("--no-report", action="store_true", help="skip rebuilding the table and plots")
   sub.add_parser("list", help="configs, tasks, estimators and schedules")
   report = sub.add_parser("report", help="rebuild tables and plots from run folders")
   report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -117,6 +143,25 @@ def _variance(args) -> int:
   print((out / f"table_step{last}.md").read_text())
   print(f"wall time: {result['wall_time']:.1f} s", file=sys.stderr)
   return 0
+
+
+def _evaluate(args) -> int:
+  from experiments import evaluate, report
+  status = 0
+  for run_dir in args.run_dirs:
+    try:
+      result = evaluate.evaluate_run(run_dir, args.samples, args.splits)
+    except ValueError as err:
+      print(f"error: {err}", file=sys.stderr)
+      status = 2
+      continue
+    for note in result["skipped"]:
+      print(note, file=sys.stderr)
+    print(f"{run_dir}: evaluated {len(result['evaluated'])} member(s) with m = {args.samples}",
+          file=sys.stderr)
+    if result["evaluated"] and not args.no_report:
+      status = max(status, _print_report(lambda d=run_dir: report.report([d]), None))
+  return status
 
 
 def _list() -> int:
@@ -172,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
       return _run(args)
     if args.command == "variance":
       return _variance(args)
+    if args.command == "evaluate":
+      return _evaluate(args)
     if args.command == "list":
       return _list()
     return _report(args)

@@ -120,3 +120,10 @@ def load_checkpoint(folder: pathlib.Path, step: int, template: Any) -> tuple[Any
   payload = flax.serialization.msgpack_restore(raw)
   state = flax.serialization.from_state_dict(template, payload["state"])
   return state, json.loads(payload["meta"])
+
+
+def load_params(folder: pathlib.Path, step: int, template: Any) -> Any:
+  """The model parameters (shaped like ``template``) of the checkpoint at ``step``."""
+  raw = (pathlib.Path(folder) / f"{CHECKPOINT_PREFIX}{step}.msgpack").read_bytes()
+  payload = flax.serialization.msgpack_restore(raw)
+  return flax.serialization.from_state_dict(template, payload["state"]["params"])

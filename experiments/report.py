@@ -214,6 +214,37 @@ def _group_stats(members: list[Member]) -> tuple[list[str], list[dict]]:
   return names, records
 
 
+def final_eval_samples(summary: dict) -> dict[str, int]:
+  """The importance samples (m) of each split's final metrics, e.g. ``{"test": 1000}``.
+
+  ``summary["final_eval_samples"]`` when the runner or ``python -m experiments
+  evaluate`` wrote it; for older summaries the config's ``task.final_eval_samples``
+  for every split with final metrics; ``{}`` for tasks without it.
+  """
+  recorded = summary.get("final_eval_samples")
+  if isinstance(recorded, dict):
+    return recorded
+  m = ((summary.get("hyperparameters") or {}).get("task") or {}).get("final_eval_samples")
+  splits = {name.split("/", 1)[0] for name in summary.get("final") or {}} - {"train"}
+  return {split: m for split in splits} if m is not None else {}
+
+
+def _samples_text(group: list[Member]) -> str:
+  """The m of a group's final metrics: ``1000``, or per split when they differ
+  (``test 1000, valid 100``); values of different seeds joined by ``/``."""
+  per_split = collections.defaultdict(set)
+  for m in group:
+    for split, samples in final_eval_samples(m.summary).items():
+      per_split[split].add(samples)
+  if not per_split:
+    return "-"
+  text = {split: "/".join(str(v) for v in sorted(values, key=str))
+          for split, values in per_split.items()}
+  if len(set(text.values())) == 1:
+    return next(iter(text.values()))
+  return ", ".join(f"{split} {text[split]}" for split in sorted(text, key=_metric_order))
+
+
 def _fmt(x: float) -> str:
   """Formats a number by the module rule: 2 decimals if ``|x| >= 10``, else 4 sig. digits."""
   if not math.isfinite(x):
@@ -233,21 +264,26 @@ def _status_text(counts: collections.Counter) -> str:
 def comparison_table(members: list[Member]) -> tuple[list[str], list[list[str]]]:
   """One formatted row per group: settings, seed count, ``mean ± std`` of finals.
 
-  A ``status`` column is present only when some member did not complete.
+  A ``status`` column is present only when some member did not complete, an ``eval
+  samples (m)`` column (:func:`final_eval_samples`) when some member's task has one.
 
   Returns:
     ``(header, rows)``, all cells strings.
   """
   names, records = _group_stats(members)
+  groups = _groups(members)
   show_status = any(set(r["status"]) != {"completed"} for r in records)
+  show_samples = any(final_eval_samples(m.summary) for m in members)
   header = ["task", "estimator", "temperature", "learning rate", "seeds"]
-  header += ["status"] * show_status + names + ["steps", "wall time (s)"]
+  header += ["status"] * show_status + ["eval samples (m)"] * show_samples
+  header += names + ["steps", "wall time (s)"]
   rows = []
   for r in records:
     key = r["key"]
     row = [str(key.task), str(key.estimator), _temperature_text(key),
            _lr_text(key.learning_rate, key.lr_decay), str(r["seeds"])]
     row += [_status_text(r["status"])] * show_status
+    row += [_samples_text(groups[key])] * show_samples
     for name in names:
       (mean, std), count = r["stats"][name]
       cell = _fmt(mean) if math.isnan(std) or not math.isfinite(mean) else (
@@ -316,8 +352,9 @@ def write_tables(members: list[Member], out_dir: str | Path, *,
   md_path, csv_path = out_dir / f"{stem}.md", out_dir / f"{stem}.csv"
   md_path.write_text(_markdown(*comparison_table(members)), encoding="utf-8")
   names, records = _group_stats(members)
+  groups = _groups(members)
   header = ["task", "estimator", "temperature", "temperature_schedule", "learning_rate",
-            "lr_decay", "seeds", "status"]
+            "lr_decay", "seeds", "status", "eval_samples"]
   header += [f"{n}_{s}" for n in names for s in ("mean", "std")] + ["steps_mean", "wall_time_mean"]
   with csv_path.open("w", newline="", encoding="utf-8") as f:
     writer = csv.writer(f)
@@ -325,7 +362,8 @@ def write_tables(members: list[Member], out_dir: str | Path, *,
     for r in records:
       key = r["key"]
       row = [key.task, key.estimator, _csv_number(key.temperature), key.schedule,
-             _csv_number(key.learning_rate), key.lr_decay, r["seeds"], _status_text(r["status"])]
+             _csv_number(key.learning_rate), key.lr_decay, r["seeds"], _status_text(r["status"]),
+             "" if (text := _samples_text(groups[key])) == "-" else text]
       for name in names:
         (mean, std), count = r["stats"][name]
         row += ["nan" if count and math.isnan(mean) else _csv_number(mean), _csv_number(std)]

@@ -278,6 +278,8 @@ def _evaluate(program, state, seed_keys, files, alive, step, wall, *, final):
       final_metrics.update({f"{split}/{k}": v for k, v in metrics.items() if k != "iw_samples"})
     if final:
       f.summary["final"] = final_metrics
+      if task.sampled_eval:
+        f.summary["final_eval_samples"] = {s: task.eval_samples(True) for s in task.eval_splits}
 
 
 def _progress(enabled, total, initial, desc):

@@ -106,6 +106,8 @@ class MnistTask(Task):
   num_samples) -> {name: per-example values}``.
   """
 
+  sampled_eval = True
+
   def __init__(self, config, *, batch_size, data_config):
     super().__init__(config, batch_size=batch_size, data_config=data_config)
     if data_config is not None:  # None: batches come from the caller (tests, studies)

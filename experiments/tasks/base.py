@@ -24,9 +24,12 @@ class Task(abc.ABC):
     config: the task's schema object (``experiments.config.ToyTask`` etc.).
     batch_size: examples per step (the axis sharded over devices).
     eval_splits: the data splits :meth:`evaluate` accepts.
+    sampled_eval: whether :meth:`evaluate` draws ``num_samples`` samples per example
+      (its result depends on m); False for an exact evaluation.
   """
 
   eval_splits: tuple[str, ...] = ()
+  sampled_eval: bool = False
 
   def __init__(self, config, *, batch_size: int, data_config=None):
     self.config = config

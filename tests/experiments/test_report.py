@@ -430,3 +430,34 @@ def test_cli_report_select(tmp_path: Path, capsys):
   with pytest.raises(SystemExit):  # not a metric name at all: argparse refuses it
     cli.main(args + ["--select", "neg_elbo"])
   assert cli.main(["report", str(tmp_path / "missing")]) == 2
+
+
+def test_eval_samples_column(tmp_path):
+  run = tmp_path / "run"
+  final = {"valid/nll": 90.0, "test/nll": 91.0, "train/loss": 95.0}
+  # An older summary: the m comes from the config; none for a task without it (toy).
+  old = _write_member(run, "vae", "rloo", 0, final=final)
+  summary = json.loads((old / "summary.json").read_text())
+  summary["hyperparameters"] = {"task": {"final_eval_samples": 100}}
+  (old / "summary.json").write_text(json.dumps(summary))
+  assert rp.final_eval_samples(summary) == {"valid": 100, "test": 100}
+  _write_member(run, "toy", "rloo", 0)
+  header, rows = rp.comparison_table(rp.load_run(run))
+  column = {row[0]: dict(zip(header, row))["eval samples (m)"] for row in rows}
+  assert column == {"toy": "-", "vae": "100"}
+  # A recorded m wins over the config's; seeds that differ are shown side by side.
+  for seed, samples in ((1, {"valid": 100, "test": 1000}), (2, {"valid": 100, "test": 1000})):
+    member = _write_member(run, "vae", "rloo", seed, final=final)
+    summary = json.loads((member / "summary.json").read_text())
+    summary["final_eval_samples"] = samples
+    (member / "summary.json").write_text(json.dumps(summary))
+  header, rows = rp.comparison_table(rp.load_run(run))
+  vae = dict(zip(header, next(r for r in rows if r[0] == "vae")))
+  assert vae["eval samples (m)"] == "test 100/1000, valid 100"
+  md, csv_path = rp.write_tables(rp.load_run(run), tmp_path / "out")
+  with csv_path.open() as f:
+    assert {r["task"]: r["eval_samples"] for r in csv.DictReader(f)} == {
+        "toy": "", "vae": "test 100/1000, valid 100"}
+  # Without any m (toy alone) the column is left out.
+  header, _ = rp.comparison_table([m for m in rp.load_run(run) if m.summary["task"] == "toy"])
+  assert "eval samples (m)" not in header
