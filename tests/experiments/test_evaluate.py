@@ -130,3 +130,16 @@ def test_cli_evaluate(run_copy, tmp_path, capsys):
     with pytest.raises(SystemExit):
       cli.main(["evaluate", str(run_copy), "--samples", bad])
     assert "is not a positive integer" in capsys.readouterr().err
+
+
+@needs_mnist
+def test_structured_output_reproduces_too(tmp_path, monkeypatch):
+  monkeypatch.setenv("GUMBAX_DATA_DIR", str(MNIST))
+  runner.run(cfg_lib.load(ROOT / "configs" / "tests" / "structured_tiny.yaml"), tmp_path / "run",
+             progress=False)
+  _, before = _summary(tmp_path / "run")
+  assert evaluate.evaluate_run(tmp_path / "run", before["final_eval_samples"]["test"], ["test"])[
+      "evaluated"]
+  _, after = _summary(tmp_path / "run")
+  for name in ("test/nll", "test/single_sample_nll"):
+    np.testing.assert_allclose(after["final"][name], before["final"][name], rtol=1e-6, err_msg=name)
