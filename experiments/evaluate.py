@@ -30,6 +30,7 @@ import jax
 
 from experiments import config as cfg_lib
 from experiments import io
+from experiments import report
 from experiments.tasks import make_task
 
 __all__ = ["evaluate_run"]
@@ -100,6 +101,8 @@ def evaluate_run(run_dir: str | pathlib.Path, samples: int,
     base = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 3), step)
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
+    # Older summaries hold no m per split: start from the config's, for the splits kept.
+    summary["final_eval_samples"] = dict(report.final_eval_samples(summary))
     log = io.MetricsLog(folder / "metrics.jsonl")
     try:
       for split in chosen:
@@ -109,7 +112,7 @@ def evaluate_run(run_dir: str | pathlib.Path, samples: int,
                    "final": True, "reevaluated": stamp, **metrics})
         summary["final"].update(
             {f"{split}/{k}": v for k, v in metrics.items() if k != "iw_samples"})
-        summary.setdefault("final_eval_samples", {})[split] = samples
+        summary["final_eval_samples"][split] = samples
     finally:
       log.close()
     seconds = time.perf_counter() - t0

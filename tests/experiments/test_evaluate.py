@@ -82,6 +82,11 @@ def test_more_samples_on_one_split(run_copy):
   # The learning curve ends at the new value: the later row of a step wins.
   (member,) = rp.load_run(run_copy)
   assert rp._series(member, "test", "nll")[20] == after["final"]["test/nll"]
+  # A summary written before the m was recorded: the other split keeps the config's m.
+  del after["final_eval_samples"]
+  io.write_json(folder / "summary.json", after)
+  evaluate.evaluate_run(run_copy, 100, ["test"])
+  assert _summary(run_copy)[1]["final_eval_samples"] == {"valid": 8, "test": 100}
 
 
 @needs_mnist
