@@ -31,6 +31,7 @@ import jax
 from experiments import config as cfg_lib
 from experiments import io
 from experiments import report
+from experiments import runner
 from experiments.tasks import make_task
 
 __all__ = ["evaluate_run"]
@@ -97,8 +98,6 @@ def evaluate_run(run_dir: str | pathlib.Path, samples: int,
       raise ValueError(f"{folder.name}: no split {', '.join(map(repr, unknown))}; "
                        f"its task has {', '.join(task.eval_splits)}")
     params = io.load_params(folder, step, task.init(jax.random.key(0)))
-    # The runner's final-evaluation key (runner._evaluate): seed, stream 3, step, split.
-    base = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 3), step)
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     # Older summaries hold no m per split: start from the config's, for the splits kept.
@@ -106,8 +105,8 @@ def evaluate_run(run_dir: str | pathlib.Path, samples: int,
     log = io.MetricsLog(folder / "metrics.jsonl")
     try:
       for split in chosen:
-        metrics = task.evaluate(params, jax.random.fold_in(base, len(split)), split, samples,
-                                final=True)
+        key = runner.eval_key(jax.random.key(config.seed), step, split)  # the final evaluation's
+        metrics = task.evaluate(params, key, split, samples, final=True)
         log.write({"step": step, "split": split, "wall_time": summary.get("wall_time"),
                    "final": True, "reevaluated": stamp, **metrics})
         summary["final"].update(

@@ -259,13 +259,18 @@ def _train_group(program: _Program, members: list[cfg_lib.Member], run_dir: path
       f.close()
 
 
+def eval_key(seed_key: jax.Array, step: int, split: str) -> jax.Array:
+  """The key of the evaluation of ``split`` at ``step`` (stream 3 of the seed's key);
+  ``python -m experiments evaluate`` uses it to repeat a final evaluation."""
+  return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(seed_key, 3), step), len(split))
+
+
 def _evaluate(program, state, seed_keys, files, alive, step, wall, *, final):
   task = program.task
   for i, f in enumerate(files):
     if not alive[i]:
       continue
     params = _slice(state, i)["params"]
-    key = jax.random.fold_in(jax.random.fold_in(seed_keys[i], 3), step)
     final_metrics = {}
     if final:
       last = [r for r in io.read_jsonl(f.folder / "metrics.jsonl") if r.get("split") == "train"]
@@ -273,7 +278,7 @@ def _evaluate(program, state, seed_keys, files, alive, step, wall, *, final):
         final_metrics["train/loss"] = last[-1]["loss"]
     for split in task.eval_splits:
       samples = task.eval_samples(final)
-      metrics = task.evaluate(params, jax.random.fold_in(key, len(split)), split, samples, final)
+      metrics = task.evaluate(params, eval_key(seed_keys[i], step, split), split, samples, final)
       f.log.write({"step": step, "split": split, "wall_time": wall, "final": final, **metrics})
       final_metrics.update({f"{split}/{k}": v for k, v in metrics.items() if k != "iw_samples"})
     if final:
