@@ -69,7 +69,9 @@ class StraightThrough(_Pathwise):
 
   The backward pass differentiates ``softmax(logits / temperature)`` (or
   ``sigmoid``); annealing ``temperature`` gives the "annealed ST" of Jang et al.
-  Biased; 1 evaluation of ``f``. Categorical and Bernoulli.
+  The sample is always drawn from ``softmax(logits)``: the temperature changes only
+  the backward pass (slope annealing as Chung et al. describe it sharpens the
+  sampled distribution too). Biased; 1 evaluation of ``f``. Categorical and Bernoulli.
 
   Attributes:
     temperature: slope of the backward softmax / sigmoid.
