@@ -88,6 +88,14 @@ class Temperature(_Schema):
   """Temperature of the pathwise estimators (constant or a ``gumbax.schedules`` schedule).
 
   REBAR and RELAX learn their temperature; it starts at ``init``.
+
+  ``slope: true`` is slope annealing (Chung et al. 2016): the task divides its
+  logits by tau, so the distribution sampled (and the KL term) sharpens as tau
+  falls, and the estimator runs at temperature 1, its backward pass differentiating
+  that same tempered distribution. Without it (the default) the temperature reaches
+  only the estimator: ``straight_through`` samples from ``softmax(logits)`` and
+  differentiates ``softmax(logits / tau)``. Slope annealing needs the vae task and an
+  estimator whose temperature the schedule drives.
   """
   schedule: Literal["constant", "exponential", "linear", "cosine"] = "constant"
   init: Positive = 1.0
@@ -95,6 +103,7 @@ class Temperature(_Schema):
   rate: Annotated[float, Field(ge=0)] = 3e-5
   every: PositiveInt = 1000
   steps: Optional[PositiveInt] = None
+  slope: bool = False
 
 
 OptimizerName = Literal["adam", "sgd"]
@@ -257,10 +266,19 @@ def scheduled_temperature(estimator_name: str) -> bool:
   return "temperature" in fields and not estimator.needs_cv
 
 
-def incompatibility(task, spec: EstimatorSpec) -> Optional[str]:
-  """Why ``spec`` cannot train ``task`` (None when it can)."""
+SLOPE_TASKS = ("vae",)  # the tasks whose logits slope annealing can temper
+
+
+def incompatibility(task, spec: EstimatorSpec,
+                    temperature: Optional[Temperature] = None) -> Optional[str]:
+  """Why ``spec`` cannot train ``task`` (None when it can); ``temperature`` is the
+  config's section, which ``spec``'s own replaces."""
   if spec.name == "exact" and task.name != "toy":
     return f"'exact' enumerates every configuration; only the toy task is small enough ({task.name!r})"
+  temperature = spec.temperature or temperature
+  if temperature and temperature.slope and task.name not in SLOPE_TASKS:
+    return (f"slope annealing (temperature.slope) tempers the logits of the "
+            f"{', '.join(SLOPE_TASKS)} task only ({task.name!r})")
   try:
     gumbax.estimators.get(spec.name, distribution=task.distribution, **spec.options)
   except (TypeError, ValueError) as err:
@@ -349,15 +367,20 @@ def validate(raw: dict, source: str = "<dict>") -> Config:
   tasks = config.sweep.tasks or [config.task]
   specs = config.sweep.estimators or [config.estimator]
   if not config.sweep.tasks and not config.sweep.estimators:
-    reason = incompatibility(config.task, config.estimator)
+    reason = incompatibility(config.task, config.estimator, config.temperature)
     if reason:
       problems.append(f"  estimator: {config.estimator.title} cannot train this task: {reason}")
   for spec in specs:
+    temperature = spec.temperature or config.temperature
+    if temperature.slope and not scheduled_temperature(spec.name):
+      problems.append(f"  estimator {spec.title}: temperature.slope needs an estimator whose "
+                      "temperature the schedule drives (e.g. straight_through); "
+                      f"{spec.name!r} has none or learns its own")
     if config.sweep.learning_rates and spec.optimizer and spec.optimizer.learning_rate:
       problems.append(f"  estimator {spec.title}: sets optimizer.learning_rate and the sweep sets "
                       "learning_rates; give the rate in one place")
-    if all(incompatibility(t, spec) for t in tasks):
-      problems.append(f"  estimator {spec.title}: fits none of the tasks: {incompatibility(tasks[0], spec)}")
+    if all(incompatibility(t, spec, config.temperature) for t in tasks):
+      problems.append(f"  estimator {spec.title}: fits none of the tasks: {incompatibility(tasks[0], spec, config.temperature)}")
   if problems:
     raise ConfigError(f"Invalid config {source}:\n" + "\n".join(problems))
   return config
@@ -449,7 +472,7 @@ def expand(config: Config) -> tuple[list[Member], list[str]]:
   seeds = sweep.seeds if sweep.seeds is not None else [config.seed]
   members, skipped, seen = [], [], set()
   for task, spec, temp, lr, seed in itertools.product(tasks, specs, temps, lrs, seeds):
-    reason = incompatibility(task, spec)
+    reason = incompatibility(task, spec, config.temperature)
     if reason:
       note = f"skipped {task.name}/{task.distribution} x {spec.title}: {reason}"
       if note not in skipped:

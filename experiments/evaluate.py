@@ -42,9 +42,10 @@ def _say(message: str) -> None:
 
 
 def _task_key(config: cfg_lib.Config) -> str:
-  """Members whose task, data and batch size agree share one task (data and jitted code)."""
+  """Members whose task, data, batch size and slope annealing agree share one task
+  (data and jitted code)."""
   return json.dumps([config.task.model_dump(mode="json"), config.data.model_dump(mode="json"),
-                     config.train.batch_size], sort_keys=True)
+                     config.train.batch_size, config.temperature.slope], sort_keys=True)
 
 
 def evaluate_run(run_dir: str | pathlib.Path, samples: int,
@@ -106,7 +107,8 @@ def evaluate_run(run_dir: str | pathlib.Path, samples: int,
     try:
       for split in chosen:
         key = runner.eval_key(jax.random.key(config.seed), step, split)  # the final evaluation's
-        metrics = task.evaluate(params, key, split, samples, final=True)
+        metrics = task.evaluate(params, key, split, samples, final=True,
+                                temperature=runner.evaluation_temperature(config, step))
         log.write({"step": step, "split": split, "wall_time": summary.get("wall_time"),
                    "final": True, "reevaluated": stamp, **metrics})
         summary["final"].update(

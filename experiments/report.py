@@ -112,19 +112,24 @@ def temperature_schedule(member: Member) -> str:
   ``""`` when it stayed at its initial value: a constant schedule, or an estimator the
   schedule does not drive (REBAR and RELAX learn their temperature; score-function
   estimators have none). The runner logs ``temperature`` in the train rows exactly
-  when the schedule drives the estimator, so that is what decides it here.
+  when the schedule drives the estimator, so that is what decides it here. Slope
+  annealing (``temperature.slope``: the model's logits are divided by tau) adds
+  ``slope``, e.g. ``exponential 1e-05/1000 to 0.5, slope``.
   """
   hyper = member.summary.get("hyperparameters") or {}
   t = hyper.get("temperature") or {}
   schedule = t.get("schedule", "constant")
+  slope = ["slope"] if t.get("slope") else []
   if schedule == "constant" or not any(
       row.get("split") == "train" and "temperature" in row for row in member.metrics):
-    return ""
+    return ", ".join(slope)
   g = lambda x: f"{x:g}" if isinstance(x, (int, float)) else "?"
   if schedule == "exponential":
-    return f"exponential {g(t.get('rate'))}/{g(t.get('every'))} to {g(t.get('final'))}"
-  steps = t.get("steps") or (hyper.get("train") or {}).get("steps")
-  return f"{schedule} to {g(t.get('final'))} over {g(steps)}"
+    text = f"exponential {g(t.get('rate'))}/{g(t.get('every'))} to {g(t.get('final'))}"
+  else:
+    steps = t.get("steps") or (hyper.get("train") or {}).get("steps")
+    text = f"{schedule} to {g(t.get('final'))} over {g(steps)}"
+  return ", ".join([text] + slope)
 
 
 class GroupKey(NamedTuple):

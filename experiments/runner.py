@@ -265,8 +265,17 @@ def eval_key(seed_key: jax.Array, step: int, split: str) -> jax.Array:
   return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(seed_key, 3), step), len(split))
 
 
+def evaluation_temperature(config: cfg_lib.Config, step: int) -> float:
+  """The temperature a model is evaluated at after ``step`` steps: the schedule's at
+  the last of them (it matters only with slope annealing, ``temperature.slope``)."""
+  if not cfg_lib.scheduled_temperature(config.estimator.name):
+    return 1.0
+  return float(temperature_schedule(config)(max(step - 1, 0)))
+
+
 def _evaluate(program, state, seed_keys, files, alive, step, wall, *, final):
   task = program.task
+  temperature = evaluation_temperature(program.config, step)
   for i, f in enumerate(files):
     if not alive[i]:
       continue
@@ -278,7 +287,8 @@ def _evaluate(program, state, seed_keys, files, alive, step, wall, *, final):
         final_metrics["train/loss"] = last[-1]["loss"]
     for split in task.eval_splits:
       samples = task.eval_samples(final)
-      metrics = task.evaluate(params, eval_key(seed_keys[i], step, split), split, samples, final)
+      metrics = task.evaluate(params, eval_key(seed_keys[i], step, split), split, samples, final,
+                              temperature)
       f.log.write({"step": step, "split": split, "wall_time": wall, "final": final, **metrics})
       final_metrics.update({f"{split}/{k}": v for k, v in metrics.items() if k != "iw_samples"})
     if final:

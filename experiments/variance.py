@@ -53,8 +53,13 @@ def _check(config: cfg_lib.Config) -> list[cfg_lib.EstimatorSpec]:
     raise cfg_lib.ConfigError(
         f"variance.checkpoints {bad} must be multiples of train.log_every ({config.train.log_every}).")
   specs = config.sweep.estimators or [config.estimator]
-  problems = [f"{s.title}: {cfg_lib.incompatibility(config.task, s)}" for s in specs
-              if cfg_lib.incompatibility(config.task, s)]
+  sloped = [s.title for s in specs if (s.temperature or config.temperature).slope]
+  if sloped:
+    raise cfg_lib.ConfigError(
+        f"A variance study compares estimators of one model; slope annealing ({', '.join(sloped)}: "
+        "temperature.slope) changes the model's distribution, so it is not measured here.")
+  problems = [f"{s.title}: {cfg_lib.incompatibility(config.task, s, config.temperature)}"
+              for s in specs if cfg_lib.incompatibility(config.task, s, config.temperature)]
   if problems:
     raise cfg_lib.ConfigError("Estimators that cannot be measured on this task:\n  " + "\n  ".join(problems))
   return specs

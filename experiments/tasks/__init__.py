@@ -21,5 +21,6 @@ def make_task(config) -> Task:
     experiments.data.MnistNotFoundError: MNIST is needed and cannot be found or downloaded.
   """
   cls = _classes()[config.task.name]
-  return cls(config.task, batch_size=config.train.batch_size, data_config=config.data)
+  return cls(config.task, batch_size=config.train.batch_size, data_config=config.data,
+             slope_annealing=config.temperature.slope)
 

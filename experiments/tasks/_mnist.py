@@ -103,13 +103,14 @@ class MnistTask(Task):
   """Base of the MNIST tasks: data, batches, discrete latents, chunked evaluation.
 
   Subclasses define ``init``, the gradients and ``_eval_chunk(params, key, images,
-  num_samples) -> {name: per-example values}``.
+  num_samples, temperature) -> {name: per-example values}``.
   """
 
   sampled_eval = True
 
-  def __init__(self, config, *, batch_size, data_config):
-    super().__init__(config, batch_size=batch_size, data_config=data_config)
+  def __init__(self, config, *, batch_size, data_config, slope_annealing=False):
+    super().__init__(config, batch_size=batch_size, data_config=data_config,
+                     slope_annealing=slope_annealing)
     if data_config is not None:  # None: batches come from the caller (tests, studies)
       self.train_images, self.eval_images = load(data_config)
     self._eval = jax.jit(self._eval_chunk, static_argnums=3)
@@ -141,10 +142,11 @@ class MnistTask(Task):
     return jax.random.bernoulli(key, jax.nn.sigmoid(logits)).astype(jnp.float32)
 
   @abc.abstractmethod
-  def _eval_chunk(self, params, key, images, num_samples):
+  def _eval_chunk(self, params, key, images, num_samples, temperature):
     """Per-example evaluation metrics of one chunk of images (jitted by the base)."""
 
-  def evaluate(self, params, key, split, num_samples, final):
+  def evaluate(self, params, key, split, num_samples, final, temperature=1.0):
     limit = self.config.final_eval_examples if final else self.config.eval_examples
-    out = chunked_mean(self._eval, params, key, self.eval_images[split], num_samples, limit)
+    fn = functools.partial(self._eval, temperature=jnp.float32(temperature))
+    out = chunked_mean(fn, params, key, self.eval_images[split], num_samples, limit)
     return {**out, "iw_samples": num_samples}

@@ -26,15 +26,22 @@ class Task(abc.ABC):
     eval_splits: the data splits :meth:`evaluate` accepts.
     sampled_eval: whether :meth:`evaluate` draws ``num_samples`` samples per example
       (its result depends on m); False for an exact evaluation.
+    slope_annealing: whether the model divides its logits by the temperature (the
+      config's ``temperature.slope``); only tasks with ``supports_slope_annealing``.
   """
 
   eval_splits: tuple[str, ...] = ()
   sampled_eval: bool = False
+  supports_slope_annealing: bool = False
 
-  def __init__(self, config, *, batch_size: int, data_config=None):
+  def __init__(self, config, *, batch_size: int, data_config=None, slope_annealing: bool = False):
+    if slope_annealing and not self.supports_slope_annealing:
+      raise ValueError(f"the {config.name} task does not support slope annealing "
+                       "(temperature.slope)")
     self.config = config
     self.batch_size = batch_size
     self.data_config = data_config
+    self.slope_annealing = slope_annealing
 
   @property
   def distribution(self) -> str:
@@ -81,7 +88,11 @@ class Task(abc.ABC):
     return getattr(config, "final_eval_samples" if final else "eval_samples", 1)
 
   def evaluate(self, params, key: jax.Array, split: str, num_samples: int,
-               final: bool) -> dict[str, float]:
-    """Evaluation metrics on ``split`` with ``num_samples`` importance samples (nats)."""
-    del params, key, split, num_samples, final
+               final: bool, temperature: float = 1.0) -> dict[str, float]:
+    """Evaluation metrics on ``split`` with ``num_samples`` importance samples (nats).
+
+    ``temperature`` is the schedule's value at the evaluated step; only a model with
+    slope annealing uses it (its logits are divided by it).
+    """
+    del params, key, split, num_samples, final, temperature
     return {}

@@ -140,7 +140,8 @@ class StructuredOutput(_mnist.MnistTask):
     new_cv = {"params": [c["params"] for c in updated], "state": [c["state"] for c in updated]}
     return gumbax.estimators.StepGradients(loss, grads, cv_grads, new_cv)
 
-  def _eval_chunk(self, params, key, images, num_samples):
+  def _eval_chunk(self, params, key, images, num_samples, temperature):
+    del temperature  # no slope annealing here
     x, y = images[:, :HALF], images[:, HALF:]
 
     def one(k):

@@ -67,8 +67,8 @@ class Toy(Task):
             "p_best": self._best_probability(params),
             "grad_variance": jnp.sum(jnp.var(grads, axis=0, ddof=1))}
 
-  def evaluate(self, params, key, split, num_samples, final):
-    del key, num_samples, final
+  def evaluate(self, params, key, split, num_samples, final, temperature=1.0):
+    del key, num_samples, final, temperature
     if split != "exact":
       raise ValueError(f"The toy task evaluates only split 'exact'; got {split!r}.")
     return {"loss": float(self.exact_loss(params)), "p_best": float(self._best_probability(params))}

@@ -6,6 +6,11 @@ Encoder ``784 -> 512 -> 256 -> latent logits`` (ReLU), decoder ``latents -> 256 
 prior. Training minimizes ``E_q[-log p(x|z)] + KL(q(z|x) || p(z))`` with the KL in
 closed form and the reconstruction term's gradient from the estimator.
 
+With slope annealing (``temperature.slope``, Chung et al. 2016) ``q(z|x)`` has the
+encoder's logits divided by the scheduled temperature tau: training samples, and the
+KL sees, the tempered distribution, and the estimator runs at temperature 1; the
+evaluation uses tau of the evaluated step.
+
 Evaluation, in nats per example, with discrete samples ``z ~ q(z|x)``:
 ``neg_elbo`` = mean of ``-log p(x|z)`` over the m samples plus the exact KL, and
 ``nll`` = ``-log (1/m) sum_i p(x, z_i) / q(z_i|x)``, the importance-weighted bound
@@ -13,12 +18,14 @@ Evaluation, in nats per example, with discrete samples ``z ~ q(z|x)``:
 
 References:
   Jang, Gu, Poole, Categorical Reparameterization with Gumbel-Softmax, 2017
-  (arXiv 1611.01144); Burda, Grosse, Salakhutdinov, Importance Weighted
+  (arXiv 1611.01144); Chung, Ahn, Bengio, Hierarchical Multiscale Recurrent Neural
+  Networks, 2016 (arXiv 1609.01704), slope annealing; Burda, Grosse, Salakhutdinov, Importance Weighted
   Autoencoders, 2016 (arXiv 1509.00519).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -32,6 +39,8 @@ PIXELS = 784
 
 class Vae(_mnist.MnistTask):
   """Discrete-latent VAE on binarized MNIST."""
+
+  supports_slope_annealing = True
 
   def init(self, key):
     c = self.config
@@ -71,19 +80,30 @@ class Vae(_mnist.MnistTask):
       return jnp.sum(z * jax.nn.log_softmax(logits), axis=(-2, -1))
     return jnp.sum(z * logits - jax.nn.softplus(logits), axis=-1)
 
-  def model(self, params, batch):
-    return self.encode(params, batch), lambda z: -self.log_likelihood(params, z, batch)
+  def q_logits(self, params, x, temperature=1.0):
+    """The logits of ``q(z|x)``: the encoder's, divided by ``temperature`` under slope
+    annealing (otherwise ``temperature`` is ignored)."""
+    logits = self.encode(params, x)
+    return logits / temperature if self.slope_annealing else logits
+
+  def model(self, params, batch, temperature=1.0):
+    return (self.q_logits(params, batch, temperature),
+            lambda z: -self.log_likelihood(params, z, batch))
 
   def gradients(self, estimator, key, params, cv, batch):
+    tau = 1.0
+    if self.slope_annealing:  # the schedule's tau (the runner sets it) moves into q
+      tau = estimator.temperature
+      estimator = dataclasses.replace(estimator, temperature=1.0)
     out = gumbax.estimators.value_and_grads(
-        estimator, key, lambda p: self.model(p, batch), params, cv)
+        estimator, key, lambda p: self.model(p, batch, tau), params, cv)
     kl, kl_grads = jax.value_and_grad(
-        lambda p: jnp.mean(self.kl(p, self.encode(p, batch))))(params)
+        lambda p: jnp.mean(self.kl(p, self.q_logits(p, batch, tau))))(params)
     grads = jax.tree_util.tree_map(jnp.add, out.grads, kl_grads)
     return out._replace(loss=out.loss + kl, grads=grads)
 
-  def _eval_chunk(self, params, key, x, num_samples):
-    logits = self.encode(params, x)
+  def _eval_chunk(self, params, key, x, num_samples, temperature):
+    logits = self.q_logits(params, x, temperature)
     keys = jax.random.split(key, num_samples)
     z = jax.vmap(lambda k: self.draw(k, logits))(keys)         # (m, batch) + latent
     log_lik = jax.vmap(lambda s: self.log_likelihood(params, s, x))(z)

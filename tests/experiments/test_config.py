@@ -193,3 +193,31 @@ estimator: {name: relaxed, optimizer: {learning_rate: 0.05, name: sgd}}
 """))
   (member,), _ = cfg_lib.expand(config)
   assert member.config.optimizer.learning_rate == 0.05 and member.config.optimizer.name == "sgd"
+
+
+def test_slope_annealing_needs_a_scheduled_estimator_and_the_vae_task(tmp_path):
+  slope = "temperature: {schedule: exponential, rate: 0.01, every: 10, slope: true}\n"
+  config = cfg_lib.load(_write(tmp_path, "name: x\ntask: {name: vae}\nestimator: straight_through\n" + slope))
+  assert config.temperature.slope and not cfg_lib.Temperature().slope  # off by default
+  with pytest.raises(cfg_lib.ConfigError, match="temperature.slope needs an estimator"):
+    cfg_lib.load(_write(tmp_path, "name: x\ntask: {name: vae}\nestimator: muprop\n" + slope))
+  with pytest.raises(cfg_lib.ConfigError, match="learns its own"):
+    cfg_lib.load(_write(tmp_path, "name: x\ntask: {name: vae}\nestimator: rebar\n" + slope))
+  with pytest.raises(cfg_lib.ConfigError, match="vae task only"):
+    cfg_lib.load(_write(tmp_path, "name: x\ntask: {name: toy}\nestimator: straight_through\n" + slope))
+  # In a sweep, an entry's own temperature section decides, and other tasks are skipped.
+  config = cfg_lib.load(_write(tmp_path, """
+name: x
+sweep:
+  tasks: [{name: toy}, {name: vae}]
+  estimators:
+    - straight_through
+    - {name: straight_through, label: slope_st, temperature: {schedule: exponential, slope: true}}
+"""))
+  members, skipped = cfg_lib.expand(config)
+  assert sorted(m.id for m in members) == [
+      "toy-bernoulli-t0.45-straight_through-seed0", "vae-categorical-20x10-slope_st-seed0",
+      "vae-categorical-20x10-straight_through-seed0"]
+  assert len(skipped) == 1 and "slope_st" in skipped[0] and "toy" in skipped[0]
+  slope_member = next(m for m in members if "slope_st" in m.id)
+  assert slope_member.config.temperature.slope

@@ -4,6 +4,7 @@ import json
 import pathlib
 import shutil
 
+import jax
 import numpy as np
 import pytest
 
@@ -13,6 +14,7 @@ from experiments import evaluate
 from experiments import io
 from experiments import report as rp
 from experiments import runner
+from experiments.tasks import make_task
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
@@ -148,3 +150,26 @@ def test_structured_output_reproduces_too(tmp_path, monkeypatch):
   _, after = _summary(tmp_path / "run")
   for name in ("test/nll", "test/single_sample_nll"):
     np.testing.assert_allclose(after["final"][name], before["final"][name], rtol=1e-6, err_msg=name)
+
+
+@needs_mnist
+def test_a_slope_annealed_run_is_evaluated_at_its_last_temperature(tmp_path, monkeypatch):
+  monkeypatch.setenv("GUMBAX_DATA_DIR", str(MNIST))
+  config = cfg_lib.load(TINY, ["estimator=straight_through", "temperature.slope=true"])
+  runner.run(config, tmp_path / "run", progress=False)
+  folder, before = _summary(tmp_path / "run")
+  assert evaluate.evaluate_run(tmp_path / "run", 8)["evaluated"] == [folder.name]
+  _, after = _summary(tmp_path / "run")
+  for name, value in before["final"].items():
+    np.testing.assert_allclose(after["final"][name], value, rtol=1e-6, err_msg=name)
+  # tau of the last step (19): exp(-0.01 * 10), updated every 10 steps.
+  member = cfg_lib.load(folder / "config.yaml")
+  tau = runner.evaluation_temperature(member, 20)
+  np.testing.assert_allclose(tau, np.exp(-0.1), rtol=1e-6)
+  task = make_task(member)
+  params = io.load_params(folder, 20, task.init(jax.random.key(0)))
+  key = runner.eval_key(jax.random.key(member.seed), 20, "test")
+  at_tau = task.evaluate(params, key, "test", 8, final=True, temperature=tau)
+  at_one = task.evaluate(params, key, "test", 8, final=True, temperature=1.0)
+  np.testing.assert_allclose(at_tau["neg_elbo"], before["final"]["test/neg_elbo"], rtol=1e-6)
+  assert abs(at_one["kl"] - at_tau["kl"]) > 1e-4  # the temperature reaches q

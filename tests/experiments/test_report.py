@@ -128,7 +128,8 @@ def test_an_annealed_temperature_is_its_own_group(tmp_path: Path):
   cases = (("constant", "gumbel_rao(num_samples=10)", {"schedule": "constant", "init": 1.0}),
            ("annealed", "gumbel_rao(num_samples=10)", annealed),
            ("linear", "gumbel_rao(num_samples=10)", {"schedule": "linear", "final": 0.25}),
-           ("unused", "rloo", annealed))
+           ("unused", "rloo", annealed),
+           ("sloped", "gumbel_rao(num_samples=10)", {**annealed, "slope": True}))
   members = []
   for run, estimator, temperature in cases:
     for seed in (0, 1):
@@ -139,19 +140,23 @@ def test_an_annealed_temperature_is_its_own_group(tmp_path: Path):
       (member / "summary.json").write_text(json.dumps(summary))
     members += rp.load_run(tmp_path / run)
   assert [rp.temperature_schedule(m) for m in members[::2]] == [
-      "", "exponential 3e-05/1000 to 0.5", "linear to 0.25 over 500", ""]
+      "", "exponential 3e-05/1000 to 0.5", "linear to 0.25 over 500", "",
+      "exponential 3e-05/1000 to 0.5, slope"]
   header, rows = rp.comparison_table(members)
   assert [(r[1], r[2], r[4]) for r in rows] == [
       ("gumbel_rao(num_samples=10)", "1", "2"),
       ("gumbel_rao(num_samples=10)", "1, exponential 3e-05/1000 to 0.5", "2"),
+      ("gumbel_rao(num_samples=10)", "1, exponential 3e-05/1000 to 0.5, slope", "2"),
       ("gumbel_rao(num_samples=10)", "1, linear to 0.25 over 500", "2"),
       ("rloo", "1", "2")]
   _, csv_path = rp.write_tables(members, tmp_path / "out")
   with csv_path.open() as f:
     assert [r["temperature_schedule"] for r in csv.DictReader(f)] == [
-        "", "exponential 3e-05/1000 to 0.5", "linear to 0.25 over 500", ""]
+        "", "exponential 3e-05/1000 to 0.5", "exponential 3e-05/1000 to 0.5, slope",
+        "linear to 0.25 over 500", ""]
   assert sorted(rp._labels(rp._groups(members)).values()) == [
       "gumbel_rao(num_samples=10) τ=1", "gumbel_rao(num_samples=10) τ=1, exponential 3e-05/1000 to 0.5",
+      "gumbel_rao(num_samples=10) τ=1, exponential 3e-05/1000 to 0.5, slope",
       "gumbel_rao(num_samples=10) τ=1, linear to 0.25 over 500", "rloo τ=1"]
 
 

@@ -86,6 +86,11 @@ def test_variance_config_errors(tmp_path):
     variance.run_variance(_load(tmp_path, TOY, ["variance.checkpoints=[5]"]), tmp_path / "x")
   with pytest.raises(cfg_lib.ConfigError, match="one task at one seed"):
     variance.run_variance(_load(tmp_path, TOY, ["sweep.seeds=[0,1]"]), tmp_path / "x")
+  vae = ("name: vs\ntask: {name: vae}\ntrain: {steps: 20, log_every: 10}\n"
+         "sweep: {estimators: [straight_through, {name: straight_through, label: sloped, "
+         "temperature: {schedule: exponential, slope: true}}]}\n")
+  with pytest.raises(cfg_lib.ConfigError, match=r"slope annealing \(sloped"):
+    variance.run_variance(_load(tmp_path, vae), tmp_path / "x")
 
 
 @pytest.mark.skipif(not MNIST.is_dir(), reason=f"MNIST not found at {MNIST}")

@@ -1,0 +1,83 @@
+"""The VAE task's slope annealing: q's logits are the encoder's divided by tau.
+
+A slope-annealed model at temperature tau is the plain model whose last encoder
+layer is divided by tau: the same losses, samples and evaluation, and gradients
+that differ only by the chain rule's 1/tau on that layer.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gumbax
+from experiments import config as cfg_lib
+from experiments.tasks.structured import StructuredOutput
+from experiments.tasks.vae import Vae
+
+TAU = 0.6
+
+
+def _tasks(distribution):
+  config = cfg_lib.VaeTask(distribution=distribution, num_latents=3, num_classes=4,
+                           encoder=[16], decoder=[16])
+  plain = Vae(config, batch_size=5, data_config=None)
+  sloped = Vae(config, batch_size=5, data_config=None, slope_annealing=True)
+  params = plain.init(jax.random.key(0))
+  batch = jax.random.bernoulli(jax.random.key(1), 0.3, (5, 784)).astype(jnp.float32)
+  return plain, sloped, params, batch
+
+
+def _divide_last_encoder_layer(params, tau):
+  layers = list(params["encoder"])
+  layers[-1] = jax.tree_util.tree_map(lambda w: w / tau, layers[-1])
+  return {**params, "encoder": layers}
+
+
+@pytest.mark.parametrize("distribution", ["bernoulli", "categorical"])
+@pytest.mark.parametrize("transform", ["none", "jit"])
+def test_slope_annealing_is_the_plain_model_with_tempered_logits(distribution, transform):
+  plain, sloped, params, batch = _tasks(distribution)
+  st = gumbax.estimators.get("straight_through", distribution=distribution)
+  key = jax.random.key(2)
+
+  def sloped_grads(tau):
+    return sloped.gradients(dataclasses.replace(st, temperature=tau), key, params, {}, batch)
+
+  fn = jax.jit(sloped_grads) if transform == "jit" else sloped_grads
+  out = fn(jnp.float32(TAU))
+  ref = plain.gradients(st, key, _divide_last_encoder_layer(params, TAU), {}, batch)
+  np.testing.assert_allclose(out.loss, ref.loss, rtol=1e-5)
+  expected = _divide_last_encoder_layer(ref.grads, TAU)  # d/dw of f(w / tau)
+  for got, want in zip(jax.tree_util.tree_leaves(out.grads), jax.tree_util.tree_leaves(expected)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+  # Without slope annealing the temperature stays in the estimator's backward pass:
+  # the loss (sample and KL) is that of the untempered encoder.
+  untempered = plain.gradients(dataclasses.replace(st, temperature=TAU), key, params, {}, batch)
+  np.testing.assert_allclose(untempered.loss,
+                             plain.gradients(st, key, params, {}, batch).loss, rtol=1e-6)
+  assert abs(float(untempered.loss) - float(out.loss)) > 1e-3
+
+
+@pytest.mark.parametrize("distribution", ["bernoulli", "categorical"])
+def test_slope_annealed_evaluation_uses_the_temperature_under_vmap(distribution):
+  plain, sloped, params, batch = _tasks(distribution)
+  keys = jax.random.split(jax.random.key(3), 2)
+  taus = jnp.array([TAU, 1.0], jnp.float32)
+  got = jax.vmap(lambda k, t: sloped._eval_chunk(params, k, batch, 6, t))(keys, taus)
+  for i, tau in enumerate([TAU, 1.0]):
+    want = plain._eval_chunk(_divide_last_encoder_layer(params, tau), keys[i], batch, 6, 1.0)
+    for name in ("neg_elbo", "nll", "kl"):
+      np.testing.assert_allclose(got[name][i], want[name], rtol=1e-5, err_msg=name)
+  # The plain model ignores the temperature.
+  a = plain._eval_chunk(params, keys[0], batch, 6, TAU)
+  b = plain._eval_chunk(params, keys[0], batch, 6, 1.0)
+  np.testing.assert_allclose(a["neg_elbo"], b["neg_elbo"])
+
+
+def test_tasks_without_slope_annealing_refuse_it():
+  config = cfg_lib.StructuredTask(num_latents=2)
+  with pytest.raises(ValueError, match="does not support slope annealing"):
+    StructuredOutput(config, batch_size=3, data_config=None, slope_annealing=True)
