@@ -68,17 +68,22 @@ class StraightThrough(_Pathwise):
   """Straight-through (Bengio et al.): exact sample forward, mean's gradient backward.
 
   The backward pass differentiates ``softmax(logits / temperature)`` (or
-  ``sigmoid``); annealing ``temperature`` gives the "annealed ST" of Jang et al.
-  The sample is always drawn from ``softmax(logits)``: the temperature changes only
-  the backward pass (slope annealing as Chung et al. describe it sharpens the
-  sampled distribution too). Biased; 1 evaluation of ``f``. Categorical and Bernoulli.
+  ``sigmoid``). The sample is always drawn from ``softmax(logits)``: the
+  temperature changes only the backward pass. Slope annealing as Chung et al.
+  describe it sharpens the sampled distribution too: pass ``logits / tau`` at
+  ``temperature=1`` (and use those logits in the model's other terms, e.g. a KL);
+  the experiments' ``temperature.slope`` does that, and on Jang et al.'s VAEs it is
+  what validation chose for their "annealed ST" (docs/results/jang2017.md).
+  Biased; 1 evaluation of ``f``. Categorical and Bernoulli.
 
   Attributes:
     temperature: slope of the backward softmax / sigmoid.
 
   References:
     Bengio, Leonard, Courville, Estimating or Propagating Gradients Through
-    Stochastic Neurons for Conditional Computation, 2013 (arXiv 1308.3432).
+    Stochastic Neurons for Conditional Computation, 2013 (arXiv 1308.3432);
+    Chung, Ahn, Bengio, Hierarchical Multiscale Recurrent Neural Networks, 2016
+    (arXiv 1609.01704), slope annealing.
   """
 
   name = "straight_through"
