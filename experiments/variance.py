@@ -53,7 +53,8 @@ def _check(config: cfg_lib.Config) -> list[cfg_lib.EstimatorSpec]:
     raise cfg_lib.ConfigError(
         f"variance.checkpoints {bad} must be multiples of train.log_every ({config.train.log_every}).")
   specs = config.sweep.estimators or [config.estimator]
-  sloped = [s.title for s in specs if (s.temperature or config.temperature).slope]
+  train = v.train_estimator or config.estimator
+  sloped = [s.title for s in [train, *specs] if (s.temperature or config.temperature).slope]
   if sloped:
     raise cfg_lib.ConfigError(
         f"A variance study compares estimators of one model; slope annealing ({', '.join(sloped)}: "

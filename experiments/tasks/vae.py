@@ -19,8 +19,8 @@ Evaluation, in nats per example, with discrete samples ``z ~ q(z|x)``:
 References:
   Jang, Gu, Poole, Categorical Reparameterization with Gumbel-Softmax, 2017
   (arXiv 1611.01144); Chung, Ahn, Bengio, Hierarchical Multiscale Recurrent Neural
-  Networks, 2016 (arXiv 1609.01704), slope annealing; Burda, Grosse, Salakhutdinov, Importance Weighted
-  Autoencoders, 2016 (arXiv 1509.00519).
+  Networks, 2016 (arXiv 1609.01704), slope annealing; Burda, Grosse,
+  Salakhutdinov, Importance Weighted Autoencoders, 2016 (arXiv 1509.00519).
 """
 
 from __future__ import annotations

@@ -91,6 +91,11 @@ def test_variance_config_errors(tmp_path):
          "temperature: {schedule: exponential, slope: true}}]}\n")
   with pytest.raises(cfg_lib.ConfigError, match=r"slope annealing \(sloped"):
     variance.run_variance(_load(tmp_path, vae), tmp_path / "x")
+  with pytest.raises(cfg_lib.ConfigError, match=r"slope annealing \(trainer"):
+    variance.run_variance(_load(tmp_path, vae, [
+        "sweep.estimators=[straight_through]",
+        "variance.train_estimator={name: straight_through, label: trainer, "
+        "temperature: {schedule: exponential, slope: true}}"]), tmp_path / "x")
 
 
 @pytest.mark.skipif(not MNIST.is_dir(), reason=f"MNIST not found at {MNIST}")
