@@ -91,7 +91,8 @@ class Task(abc.ABC):
                final: bool, temperature: float = 1.0) -> dict[str, float]:
     """Evaluation metrics on ``split`` with ``num_samples`` importance samples (nats).
 
-    ``temperature`` is the schedule's value at the evaluated step; only a model with
+    ``temperature`` is the schedule's value at the last training step before the
+    evaluation (``runner.evaluation_temperature``); only a model with
     slope annealing uses it (its logits are divided by it).
     """
     del params, key, split, num_samples, final, temperature

@@ -9,7 +9,7 @@ closed form and the reconstruction term's gradient from the estimator.
 With slope annealing (``temperature.slope``, Chung et al. 2016) ``q(z|x)`` has the
 encoder's logits divided by the scheduled temperature tau: training samples, and the
 KL sees, the tempered distribution, and the estimator runs at temperature 1; the
-evaluation uses tau of the evaluated step.
+evaluation uses tau of the last training step before it.
 
 Evaluation, in nats per example, with discrete samples ``z ~ q(z|x)``:
 ``neg_elbo`` = mean of ``-log p(x|z)`` over the m samples plus the exact KL, and
