@@ -1,8 +1,10 @@
-"""Tables and plots from experiment run folders (pure numpy/json/csv/matplotlib).
+"""Tables and plots from experiment run folders (numpy/json/csv/matplotlib).
 
 A run folder holds ``members/<id>/metrics.jsonl`` and ``members/<id>/summary.json``.
 Members that differ only by seed form a *group*; tables and plots aggregate over
-the seeds of each group. With ``select`` (a final metric such as ``valid/neg_elbo``,
+the seeds of each group. The task column names the model: the task's short name
+plus each model setting that is not its default (``vae-bernoulli-200-prior=learned``),
+so that runs of different models never share a group. With ``select`` (a final metric such as ``valid/neg_elbo``,
 lower is better), a second table keeps, per estimator setting, only the learning rate
 and decay whose seeds have the lowest mean of it: the choice of rate by validation.
 
@@ -26,11 +28,20 @@ from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 
+from experiments import config as cfg_lib
+
 _LINESTYLES = ("-", "--", ":", "-.")
 EMA_ALPHA = 0.1  # train-loss smoothing: s_t = a * x_t + (1 - a) * s_{t-1}, per logged row
 _EVAL_SPLITS = ("valid", "test")
 _NON_METRIC_KEYS = frozenset({"step", "split", "wall_time", "iw_samples"})
 _SPLIT_RANK = {"test": 0, "valid": 1, "train": 2}
+_TASK_SCHEMAS = {"toy": cfg_lib.ToyTask, "vae": cfg_lib.VaeTask,
+                 "structured_output": cfg_lib.StructuredTask}
+# Task settings already in the short name (config.describe), or that change only how a
+# member is evaluated, not the model it trains.
+_NOT_MODEL_SETTINGS = frozenset({"name", "distribution", "num_latents", "num_classes", "target",
+                                 "eval_samples", "final_eval_samples", "eval_examples",
+                                 "final_eval_examples", "variance_samples"})
 
 
 @dataclasses.dataclass
@@ -142,10 +153,33 @@ class GroupKey(NamedTuple):
   lr_decay: str  # lr_decay(); "" for none
 
 
+def task_text(summary: dict) -> Any:
+  """A member's task: ``summary["task"]`` (e.g. ``vae-bernoulli-200``), followed by each
+  model setting of its config that the name leaves out and that differs from the task
+  schema's default, e.g. ``vae-bernoulli-200-prior=learned`` or
+  ``vae-categorical-20x10-encoder=256_128``. Evaluation settings (``eval_samples``,
+  ...) are left out. Summaries without the task's hyperparameters give the bare name.
+  """
+  name = summary.get("task")
+  hyper = (summary.get("hyperparameters") or {}).get("task")
+  schema = _TASK_SCHEMAS.get(hyper.get("name")) if isinstance(hyper, dict) else None
+  if schema is None:
+    return name
+  parts = [str(name)]
+  for field, info in schema.model_fields.items():
+    if field in _NOT_MODEL_SETTINGS or field not in hyper:
+      continue
+    value = hyper[field]
+    if value != info.get_default(call_default_factory=True):
+      text = "_".join(map(str, value)) if isinstance(value, list) else str(value)
+      parts.append(f"{field}={text}")
+  return "-".join(parts)
+
+
 def group_key(member: Member) -> GroupKey:
   """The members that differ only by seed share this key."""
   s = member.summary
-  return GroupKey(s.get("task"), s.get("estimator"), s.get("temperature"),
+  return GroupKey(task_text(s), s.get("estimator"), s.get("temperature"),
                   temperature_schedule(member), s.get("learning_rate"), lr_decay(s))
 
 

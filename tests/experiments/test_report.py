@@ -121,6 +121,39 @@ def test_group_key_ignores_seed():
   assert key(a) != key({**a, "temperature": 1.0})
 
 
+def test_a_different_model_is_its_own_group(tmp_path: Path):
+  """Runs whose task configs differ in a model setting the short task name leaves out
+  (here the prior) are not pooled as seeds, and the table says which is which;
+  evaluation settings (m) do not split a group, and default settings add nothing."""
+  task = {"name": "vae", "distribution": "bernoulli", "num_latents": 200, "num_classes": 10,
+          "encoder": [512, 256], "decoder": [256, 512], "prior": "uniform",
+          "eval_samples": 100, "final_eval_samples": 1000}
+  summaries = {
+      "uniform-s0": task, "uniform-s1": {**task, "final_eval_samples": 100},
+      "learned-s0": {**task, "prior": "learned"}, "narrow-s0": {**task, "encoder": [256, 128]}}
+  for i, (name, hyper) in enumerate(summaries.items()):
+    member = tmp_path / "run" / "members" / name
+    member.mkdir(parents=True)
+    (member / "metrics.jsonl").write_text("")
+    (member / "summary.json").write_text(json.dumps({
+        "member": name, "task": "vae-bernoulli-200", "estimator": "muprop", "seed": i,
+        "temperature": None, "learning_rate": 3e-4, "status": "completed", "steps": 10,
+        "hyperparameters": {"task": hyper}, "final": {"test/neg_elbo": 100.0 + i}}))
+  members = rp.load_run(tmp_path / "run", [])
+  groups = {rp.group_key(m): sorted(x.dir.name for x in members if rp.group_key(x) == rp.group_key(m))
+            for m in members}
+  assert {key.task: names for key, names in groups.items()} == {
+      "vae-bernoulli-200": ["uniform-s0", "uniform-s1"],
+      "vae-bernoulli-200-prior=learned": ["learned-s0"],
+      "vae-bernoulli-200-encoder=256_128": ["narrow-s0"]}
+  md, _ = rp.write_tables(members, tmp_path / "out")
+  text = Path(md).read_text()
+  assert "| vae-bernoulli-200-prior=learned | muprop |" in text
+  assert "| vae-bernoulli-200 | muprop |" in text
+  # A summary without the task's hyperparameters keeps its bare name.
+  assert rp.task_text({"task": "vae", "hyperparameters": {"task": {"final_eval_samples": 100}}}) == "vae"
+
+
 def test_an_annealed_temperature_is_its_own_group(tmp_path: Path):
   """Annealed and constant-temperature runs of one estimator are not pooled as seeds;
   a schedule that does not drive the estimator (no logged temperature) is ignored."""
