@@ -4,9 +4,10 @@ A run folder holds ``members/<id>/metrics.jsonl`` and ``members/<id>/summary.jso
 Members that differ only by seed form a *group*; tables and plots aggregate over
 the seeds of each group. The task column names the model: the task's short name
 plus each model setting that is not its default (``vae-bernoulli-200-prior=learned``),
-so that runs of different models never share a group. With ``select`` (a final metric such as ``valid/neg_elbo``,
-lower is better), a second table keeps, per estimator setting, only the learning rate
-and decay whose seeds have the lowest mean of it: the choice of rate by validation.
+so that runs of different models never share a group. With ``select`` (a final metric
+such as ``valid/neg_elbo``, lower is better), a second table keeps, per estimator
+setting, only the learning rate and decay whose seeds have the lowest mean of it: the
+choice of rate by validation.
 
 Number formatting rule (tables): a finite value ``x`` with ``|x| >= 10`` is shown
 with two decimals (``1234.57``), any other value with four significant digits
@@ -23,6 +24,7 @@ import csv
 import dataclasses
 import json
 import math
+import typing
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple
 
@@ -35,8 +37,9 @@ EMA_ALPHA = 0.1  # train-loss smoothing: s_t = a * x_t + (1 - a) * s_{t-1}, per 
 _EVAL_SPLITS = ("valid", "test")
 _NON_METRIC_KEYS = frozenset({"step", "split", "wall_time", "iw_samples"})
 _SPLIT_RANK = {"test": 0, "valid": 1, "train": 2}
-_TASK_SCHEMAS = {"toy": cfg_lib.ToyTask, "vae": cfg_lib.VaeTask,
-                 "structured_output": cfg_lib.StructuredTask}
+# name -> schema, from the config's discriminated union of task schemas.
+_TASK_SCHEMAS = {schema.model_fields["name"].default: schema
+                 for schema in typing.get_args(typing.get_args(cfg_lib.TaskConfig)[0])}
 # Task settings already in the short name (config.describe), or that change only how a
 # member is evaluated, not the model it trains.
 _NOT_MODEL_SETTINGS = frozenset({"name", "distribution", "num_latents", "num_classes", "target",
