@@ -14,7 +14,11 @@ evaluation uses tau of the last training step before it.
 Evaluation, in nats per example, with discrete samples ``z ~ q(z|x)``:
 ``neg_elbo`` = mean of ``-log p(x|z)`` over the m samples plus the exact KL, and
 ``nll`` = ``-log (1/m) sum_i p(x, z_i) / q(z_i|x)``, the importance-weighted bound
-(Burda et al. 2016) that upper-bounds the negative log-likelihood.
+(Burda et al. 2016) that upper-bounds the negative log-likelihood; ``kl`` and
+``entropy``, the closed-form KL to the prior and entropy ``H(q(z|x))``, each summed
+over the latents. Under the uniform prior ``kl = sum log K - entropy`` (K = 2 for a
+Bernoulli latent), so an encoder with a small KL keeps its samples noisy; a learned
+prior allows a small KL with a nearly deterministic ``q``.
 
 References:
   Jang, Gu, Poole, Categorical Reparameterization with Gumbel-Softmax, 2017
@@ -74,6 +78,14 @@ class Vae(_mnist.MnistTask):
           + (1 - q) * (jax.nn.log_sigmoid(-logits) - jax.nn.log_sigmoid(-prior)))
     return jnp.sum(kl, axis=-1)
 
+  def entropy(self, logits):
+    """The entropy ``H(q(z|x))`` in closed form, summed over the latents, per example."""
+    if self.categorical:
+      logq = jax.nn.log_softmax(logits)
+      return -jnp.sum(jnp.exp(logq) * logq, axis=(-2, -1))
+    q = jax.nn.sigmoid(logits)
+    return -jnp.sum(q * jax.nn.log_sigmoid(logits) + (1 - q) * jax.nn.log_sigmoid(-logits), axis=-1)
+
   def log_prob(self, logits, z):
     """``log q(z)`` of discrete ``z`` under ``logits`` (one value per example)."""
     if self.categorical:
@@ -113,4 +125,5 @@ class Vae(_mnist.MnistTask):
     kl = self.kl(params, logits)
     return {"neg_elbo": -jnp.mean(log_lik, axis=0) + kl,
             "nll": -_mnist.log_mean_exp(log_lik + log_prior - log_q, axis=0),
-            "reconstruction": -jnp.mean(log_lik, axis=0), "kl": kl}
+            "reconstruction": -jnp.mean(log_lik, axis=0), "kl": kl,
+            "entropy": self.entropy(logits)}

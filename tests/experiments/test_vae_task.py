@@ -69,12 +69,37 @@ def test_slope_annealed_evaluation_uses_the_temperature_under_vmap(distribution)
   got = jax.vmap(lambda k, t: sloped._eval_chunk(params, k, batch, 6, t))(keys, taus)
   for i, tau in enumerate([TAU, 1.0]):
     want = plain._eval_chunk(_divide_last_encoder_layer(params, tau), keys[i], batch, 6, 1.0)
-    for name in ("neg_elbo", "nll", "kl"):
+    for name in ("neg_elbo", "nll", "kl", "entropy"):
       np.testing.assert_allclose(got[name][i], want[name], rtol=1e-5, err_msg=name)
   # The plain model ignores the temperature.
   a = plain._eval_chunk(params, keys[0], batch, 6, TAU)
   b = plain._eval_chunk(params, keys[0], batch, 6, 1.0)
   np.testing.assert_allclose(a["neg_elbo"], b["neg_elbo"])
+
+
+@pytest.mark.parametrize("distribution", ["bernoulli", "categorical"])
+def test_evaluated_entropy_is_q_s_and_completes_the_uniform_prior_kl(distribution):
+  plain, _, params, batch = _tasks(distribution)
+  out = jax.jit(plain._eval_chunk, static_argnums=3)(params, jax.random.key(4), batch, 3, 1.0)
+  logits = np.asarray(plain.encode(params, batch), np.float64)
+  if distribution == "categorical":
+    q = np.exp(logits - logits.max(-1, keepdims=True))
+    q /= q.sum(-1, keepdims=True)
+    want = -np.sum(q * np.log(q), axis=(-2, -1))
+  else:
+    q = 1 / (1 + np.exp(-logits))
+    want = -np.sum(q * np.log(q) + (1 - q) * np.log1p(-q), axis=-1)
+  np.testing.assert_allclose(out["entropy"], want, rtol=1e-5)
+  assert np.all(want > 0.01)
+  # Uniform prior: KL = sum over latents of log K, minus the entropy.
+  num_classes = 4 if distribution == "categorical" else 2
+  np.testing.assert_allclose(out["kl"] + out["entropy"], 3 * np.log(num_classes), rtol=1e-5)
+  # A learned prior away from uniform breaks that identity.
+  learned = Vae(plain.config.model_copy(update={"prior": "learned"}), batch_size=5, data_config=None)
+  shifted = {**params, "prior": jnp.full(learned.latent_shape, 0.0).at[..., 0].set(2.0)}
+  other = learned._eval_chunk(shifted, jax.random.key(4), batch, 3, 1.0)
+  np.testing.assert_allclose(other["entropy"], out["entropy"], rtol=1e-6)
+  assert np.all(np.abs(other["kl"] + other["entropy"] - 3 * np.log(num_classes)) > 1e-2)
 
 
 def test_tasks_without_slope_annealing_refuse_it():
