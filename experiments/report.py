@@ -45,6 +45,8 @@ _TASK_SCHEMAS = {schema.model_fields["name"].default: schema
 _NOT_MODEL_SETTINGS = frozenset({"name", "distribution", "num_latents", "num_classes", "target",
                                  "eval_samples", "final_eval_samples", "eval_examples",
                                  "final_eval_examples", "variance_samples"})
+# Data settings that say where the data comes from, not which data a model trains on.
+_NOT_DATA_SETTINGS = frozenset({"dir", "download", "if_missing"})
 
 
 @dataclasses.dataclass
@@ -154,41 +156,60 @@ class GroupKey(NamedTuple):
   schedule: str  # temperature_schedule(); "" for none
   learning_rate: Any
   lr_decay: str  # lr_decay(); "" for none
+  train: str = ""  # train_text(): training length and batch size; "" when unknown
 
 
 def task_text(summary: dict) -> Any:
   """A member's task: ``summary["task"]`` (e.g. ``vae-bernoulli-200``), followed by each
-  model setting of its config that the name leaves out and that differs from the task
-  schema's default, e.g. ``vae-bernoulli-200-prior=learned`` or
-  ``vae-categorical-20x10-encoder=256_128``. Evaluation settings (``eval_samples``,
-  ...) are left out. Summaries without the task's hyperparameters give the bare name.
+  model or data setting of its config that the name leaves out and that differs from
+  its schema's default, e.g. ``vae-bernoulli-200-prior=learned``,
+  ``vae-categorical-20x10-encoder=256_128`` or ``vae-bernoulli-200-binarization=dynamic``.
+  Evaluation settings (``eval_samples``, ...) and where the data is read from
+  (``data.dir``, ...) are left out. Summaries without the task's hyperparameters give
+  the bare name.
   """
   name = summary.get("task")
-  hyper = (summary.get("hyperparameters") or {}).get("task")
+  hyperparameters = summary.get("hyperparameters") or {}
+  hyper = hyperparameters.get("task")
   schema = _TASK_SCHEMAS.get(hyper.get("name")) if isinstance(hyper, dict) else None
   if schema is None:
     return name
   parts = [str(name)]
-  for field, info in schema.model_fields.items():
-    if field in _NOT_MODEL_SETTINGS or field not in hyper:
-      continue
-    value = hyper[field]
-    if value != info.get_default(call_default_factory=True):
-      text = "_".join(map(str, value)) if isinstance(value, list) else str(value)
-      parts.append(f"{field}={text}")
+  data = hyperparameters.get("data")
+  for schema, values, skip in ((schema, hyper, _NOT_MODEL_SETTINGS),
+                               (cfg_lib.Data, data if isinstance(data, dict) else {},
+                                _NOT_DATA_SETTINGS)):
+    for field, info in schema.model_fields.items():
+      if field in skip or field not in values:
+        continue
+      value = values[field]
+      if value != info.get_default(call_default_factory=True):
+        text = "_".join(map(str, value)) if isinstance(value, list) else str(value)
+        parts.append(f"{field}={text}")
   return "-".join(parts)
+
+
+def train_text(summary: dict) -> str:
+  """``steps=N batch=B`` from a member's ``train`` hyperparameters ("" without them):
+  members trained for different lengths or batch sizes are not seeds of one group."""
+  train = (summary.get("hyperparameters") or {}).get("train")
+  if not isinstance(train, dict):
+    return ""
+  return " ".join(f"{label}={train[field]}" for field, label in
+                  (("steps", "steps"), ("batch_size", "batch")) if field in train)
 
 
 def group_key(member: Member) -> GroupKey:
   """The members that differ only by seed share this key."""
   s = member.summary
   return GroupKey(task_text(s), s.get("estimator"), s.get("temperature"),
-                  temperature_schedule(member), s.get("learning_rate"), lr_decay(s))
+                  temperature_schedule(member), s.get("learning_rate"), lr_decay(s),
+                  train_text(s))
 
 
 def _sort_key(key: GroupKey) -> tuple:
   return (str(key.task), str(key.estimator), key.temperature is None, key.temperature or 0.0,
-          key.schedule, key.learning_rate or 0.0, key.lr_decay)
+          key.schedule, key.learning_rate or 0.0, key.lr_decay, key.train)
 
 
 def _lr_text(lr, decay: str) -> str:
@@ -454,7 +475,8 @@ def _aggregate(series: list[dict[int, float]]):
 
 
 def _labels(groups: dict[GroupKey, list[Member]], with_task: bool = False) -> dict[GroupKey, str]:
-  """Estimator names, plus temperature/lr/task only when they vary among ``groups``."""
+  """Estimator names, plus temperature/lr/training length/task only when they vary
+  among ``groups``."""
   vary = GroupKey(*(len({key[i] for key in groups}) > 1 for i in range(len(GroupKey._fields))))
   labels = {}
   for key in groups:
@@ -462,7 +484,8 @@ def _labels(groups: dict[GroupKey, list[Member]], with_task: bool = False) -> di
     parts += ["τ=" + _temperature_text(key)
               if (vary.temperature or vary.schedule) and key.temperature is not None else "",
               "lr=" + _lr_text(key.learning_rate, key.lr_decay)
-              if (vary.learning_rate or vary.lr_decay) and key.learning_rate is not None else ""]
+              if (vary.learning_rate or vary.lr_decay) and key.learning_rate is not None else "",
+              key.train if vary.train else ""]
     labels[key] = " ".join(p for p in parts if p)
   return labels
 

@@ -154,6 +154,38 @@ def test_a_different_model_is_its_own_group(tmp_path: Path):
   assert rp.task_text({"task": "vae", "hyperparameters": {"task": {"final_eval_samples": 100}}}) == "vae"
 
 
+def test_other_data_or_training_length_is_its_own_group(tmp_path: Path):
+  """Runs that trained on other data (dynamic binarization) or for another number of
+  steps are not pooled as seeds; where the data is read from does not split a group;
+  the plot labels name the training length where it varies."""
+  task = {"name": "vae", "distribution": "categorical", "num_latents": 20, "num_classes": 10,
+          "prior": "learned"}
+  data = {"binarization": "fixed", "binarization_seed": 0, "dir": None, "download": True}
+  train = {"steps": 50000, "batch_size": 100}
+  runs = {"fixed-s0": (data, train), "fixed-s1": ({**data, "dir": "/elsewhere"}, train),
+          "dynamic-s0": ({**data, "binarization": "dynamic"}, train),
+          "long-s0": (data, {**train, "steps": 150000})}
+  for i, (name, (d, t)) in enumerate(runs.items()):
+    member = tmp_path / "run" / "members" / name
+    member.mkdir(parents=True)
+    (member / "metrics.jsonl").write_text(
+        json.dumps({"step": t["steps"], "split": "valid", "neg_elbo": 110.0 + i}) + "\n")
+    (member / "summary.json").write_text(json.dumps({
+        "member": name, "task": "vae-categorical-20x10", "estimator": "muprop", "seed": i,
+        "temperature": None, "learning_rate": 3e-4, "status": "completed", "steps": t["steps"],
+        "hyperparameters": {"task": task, "data": d, "train": t},
+        "final": {"test/neg_elbo": 110.0 + i}}))
+  members = rp.load_run(tmp_path / "run", [])
+  groups = rp._groups(members)
+  assert sorted(sorted(m.dir.name for m in ms) for ms in groups.values()) == [
+      ["dynamic-s0"], ["fixed-s0", "fixed-s1"], ["long-s0"]]
+  assert {key.task for key in groups} == {"vae-categorical-20x10-prior=learned",
+                                          "vae-categorical-20x10-prior=learned-binarization=dynamic"}
+  assert sorted(rp._labels(groups).values()) == [
+      "muprop steps=150000 batch=100", "muprop steps=50000 batch=100", "muprop steps=50000 batch=100"]
+  assert rp.train_text({"task": "vae"}) == ""
+
+
 def test_an_annealed_temperature_is_its_own_group(tmp_path: Path):
   """Annealed and constant-temperature runs of one estimator are not pooled as seeds;
   a schedule that does not drive the estimator (no logged temperature) is ignored."""
