@@ -176,10 +176,10 @@ def task_text(summary: dict) -> Any:
     return name
   parts = [str(name)]
   data = hyperparameters.get("data")
-  for schema, values, skip in ((schema, hyper, _NOT_MODEL_SETTINGS),
-                               (cfg_lib.Data, data if isinstance(data, dict) else {},
-                                _NOT_DATA_SETTINGS)):
-    for field, info in schema.model_fields.items():
+  for settings, values, skip in ((schema, hyper, _NOT_MODEL_SETTINGS),
+                                 (cfg_lib.Data, data if isinstance(data, dict) else {},
+                                  _NOT_DATA_SETTINGS)):
+    for field, info in settings.model_fields.items():
       if field in skip or field not in values:
         continue
       value = values[field]
