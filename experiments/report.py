@@ -327,24 +327,27 @@ def _status_text(counts: collections.Counter) -> str:
 def comparison_table(members: list[Member]) -> tuple[list[str], list[list[str]]]:
   """One formatted row per group: settings, seed count, ``mean ± std`` of finals.
 
-  A ``status`` column is present only when some member did not complete, an ``eval
-  samples (m)`` column (:func:`final_eval_samples`) when some member's task has one.
+  A ``training`` column (:func:`train_text`, e.g. ``steps=50000 batch=100``) is present
+  only when the groups differ in it, a ``status`` column only when some member did not
+  complete, an ``eval samples (m)`` column (:func:`final_eval_samples`) when some
+  member's task has one.
 
   Returns:
     ``(header, rows)``, all cells strings.
   """
   names, records = _group_stats(members)
   groups = _groups(members)
+  show_train = len({r["key"].train for r in records}) > 1
   show_status = any(set(r["status"]) != {"completed"} for r in records)
   show_samples = any(final_eval_samples(m.summary) for m in members)
-  header = ["task", "estimator", "temperature", "learning rate", "seeds"]
-  header += ["status"] * show_status + ["eval samples (m)"] * show_samples
+  header = ["task", "estimator", "temperature", "learning rate"] + ["training"] * show_train
+  header += ["seeds"] + ["status"] * show_status + ["eval samples (m)"] * show_samples
   header += names + ["steps", "wall time (s)"]
   rows = []
   for r in records:
     key = r["key"]
     row = [str(key.task), str(key.estimator), _temperature_text(key),
-           _lr_text(key.learning_rate, key.lr_decay), str(r["seeds"])]
+           _lr_text(key.learning_rate, key.lr_decay)] + [key.train] * show_train + [str(r["seeds"])]
     row += [_status_text(r["status"])] * show_status
     row += [_samples_text(groups[key])] * show_samples
     for name in names:
@@ -417,7 +420,7 @@ def write_tables(members: list[Member], out_dir: str | Path, *,
   names, records = _group_stats(members)
   groups = _groups(members)
   header = ["task", "estimator", "temperature", "temperature_schedule", "learning_rate",
-            "lr_decay", "seeds", "status", "eval_samples"]
+            "lr_decay", "train", "seeds", "status", "eval_samples"]
   header += [f"{n}_{s}" for n in names for s in ("mean", "std")] + ["steps_mean", "wall_time_mean"]
   with csv_path.open("w", newline="", encoding="utf-8") as f:
     writer = csv.writer(f)
@@ -425,7 +428,8 @@ def write_tables(members: list[Member], out_dir: str | Path, *,
     for r in records:
       key = r["key"]
       row = [key.task, key.estimator, _csv_number(key.temperature), key.schedule,
-             _csv_number(key.learning_rate), key.lr_decay, r["seeds"], _status_text(r["status"]),
+             _csv_number(key.learning_rate), key.lr_decay, key.train, r["seeds"],
+             _status_text(r["status"]),
              "" if (text := _samples_text(groups[key])) == "-" else text]
       for name in names:
         (mean, std), count = r["stats"][name]

@@ -184,6 +184,18 @@ def test_other_data_or_training_length_is_its_own_group(tmp_path: Path):
   assert sorted(rp._labels(groups).values()) == [
       "muprop steps=150000 batch=100", "muprop steps=50000 batch=100", "muprop steps=50000 batch=100"]
   assert rp.train_text({"task": "vae"}) == ""
+  header, rows = rp.comparison_table(members)
+  assert header[4:6] == ["training", "seeds"]
+  assert sorted((r[0], r[4], r[5]) for r in rows) == [
+      ("vae-categorical-20x10-prior=learned", "steps=150000 batch=100", "1"),
+      ("vae-categorical-20x10-prior=learned", "steps=50000 batch=100", "2"),
+      ("vae-categorical-20x10-prior=learned-binarization=dynamic", "steps=50000 batch=100", "1")]
+  _, csv_path = rp.write_tables(members, tmp_path / "out")
+  with csv_path.open() as f:
+    assert sorted(r["train"] for r in csv.DictReader(f)) == [
+        "steps=150000 batch=100", "steps=50000 batch=100", "steps=50000 batch=100"]
+  one_length = [m for m in members if m.dir.name != "long-s0"]
+  assert "training" not in rp.comparison_table(one_length)[0]
 
 
 def test_an_annealed_temperature_is_its_own_group(tmp_path: Path):
