@@ -478,13 +478,22 @@ def _aggregate(series: list[dict[int, float]]):
   return np.array(common), values.mean(0), values.min(0), values.max(0)
 
 
+def _task_name(members: list[Member]) -> str:
+  """The task's short name (``summary["task"]``, e.g. ``vae-categorical-20x10``),
+  without the settings :func:`task_text` adds: one plot per name."""
+  return str(members[0].summary.get("task"))
+
+
 def _labels(groups: dict[GroupKey, list[Member]], with_task: bool = False) -> dict[GroupKey, str]:
-  """Estimator names, plus temperature/lr/training length/task only when they vary
-  among ``groups``."""
+  """Estimator names, plus temperature/lr/training length only when they vary among
+  ``groups``. Where the task varies: the whole task (``with_task``), or else the
+  settings it adds to the task's short name (e.g. ``binarization=dynamic``)."""
   vary = GroupKey(*(len({key[i] for key in groups}) > 1 for i in range(len(GroupKey._fields))))
   labels = {}
-  for key in groups:
-    parts = [f"{key.task}:" if with_task and vary.task else "", str(key.estimator)]
+  for key, members in groups.items():
+    settings = str(key.task).removeprefix(_task_name(members)).lstrip("-")
+    parts = [f"{key.task}:" if with_task and vary.task else "", str(key.estimator),
+             settings if vary.task and not with_task else ""]
     parts += ["τ=" + _temperature_text(key)
               if (vary.temperature or vary.schedule) and key.temperature is not None else "",
               "lr=" + _lr_text(key.learning_rate, key.lr_decay)
@@ -554,8 +563,10 @@ def _eval_keys(members: list[Member]) -> list[tuple[str, str]]:
 def write_plots(members: list[Member], out_dir: str | Path) -> list[Path]:
   """Writes learning-curve, temperature and gradient-variance PNGs to ``out_dir/plots``.
 
-  Curves are the mean over a group's seeds at the steps all seeds logged, with a
-  shaded min-max band; the train loss is smoothed per seed by an EMA (``EMA_ALPHA``).
+  One learning-curve and one gradient-variance PNG per task name (``summary["task"]``):
+  groups of one task with other model or data settings share its plots, their legend
+  naming the settings. Curves are the mean over a group's seeds at the steps all seeds
+  logged, with a shaded min-max band; the train loss is smoothed per seed by an EMA (``EMA_ALPHA``).
   Gradient variance uses a log y-axis and drops non-positive values. A plot with
   nothing to draw is not written.
 
@@ -566,8 +577,8 @@ def write_plots(members: list[Member], out_dir: str | Path) -> list[Path]:
   plot_dir.mkdir(parents=True, exist_ok=True)
   groups = _groups(members)
   written = []
-  for task in sorted({str(key.task) for key in groups}):
-    task_groups = {k: ms for k, ms in groups.items() if str(k.task) == task}
+  for task in sorted({_task_name(ms) for ms in groups.values()}):
+    task_groups = {k: ms for k, ms in groups.items() if _task_name(ms) == task}
     labels = _labels(task_groups)
     panels = [(f"train/loss (EMA α={EMA_ALPHA})", "loss",
                lambda m: _ema(_series(m, "train", "loss")))]

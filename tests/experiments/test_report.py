@@ -157,7 +157,8 @@ def test_a_different_model_is_its_own_group(tmp_path: Path):
 def test_other_data_or_training_length_is_its_own_group(tmp_path: Path):
   """Runs that trained on other data (dynamic binarization) or for another number of
   steps are not pooled as seeds; where the data is read from does not split a group;
-  the plot labels name the training length where it varies."""
+  the plot labels name the training length and the data setting where they vary, in
+  one plot per task name."""
   task = {"name": "vae", "distribution": "categorical", "num_latents": 20, "num_classes": 10,
           "prior": "learned"}
   data = {"binarization": "fixed", "binarization_seed": 0, "dir": None, "download": True}
@@ -182,7 +183,11 @@ def test_other_data_or_training_length_is_its_own_group(tmp_path: Path):
   assert {key.task for key in groups} == {"vae-categorical-20x10-prior=learned",
                                           "vae-categorical-20x10-prior=learned-binarization=dynamic"}
   assert sorted(rp._labels(groups).values()) == [
-      "muprop steps=150000 batch=100", "muprop steps=50000 batch=100", "muprop steps=50000 batch=100"]
+      "muprop prior=learned steps=150000 batch=100", "muprop prior=learned steps=50000 batch=100",
+      "muprop prior=learned-binarization=dynamic steps=50000 batch=100"]
+  # One plot per task name: the data setting is in the legend, not another file.
+  assert [p.name for p in rp.write_plots(members, tmp_path / "out")] == [
+      "learning_curves_vae-categorical-20x10.png"]
   assert rp.train_text({"task": "vae"}) == ""
   header, rows = rp.comparison_table(members)
   assert header[4:6] == ["training", "seeds"]
