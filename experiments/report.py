@@ -258,7 +258,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _group_stats(members: list[Member]) -> tuple[list[str], list[dict]]:
-  """Metric names (table order) and one numeric record per group."""
+  """Metric names (table order) and one record per group: its numbers, status
+  counts and the m of its final metrics (:func:`_samples_text`)."""
   names = sorted({name for m in members for name in m.summary.get("final") or {}},
                  key=_metric_order)
   records = []
@@ -271,6 +272,7 @@ def _group_stats(members: list[Member]) -> tuple[list[str], list[dict]]:
     records.append({
         "key": key, "seeds": len(group), "stats": stats,
         "status": collections.Counter(str(m.summary.get("status")) for m in group),
+        "samples": _samples_text(group),
         "steps": _mean_std([_as_float(m.summary.get("steps")) for m in group])[0],
         "wall_time": _mean_std([_as_float(m.summary.get("wall_time")) for m in group])[0],
     })
@@ -336,7 +338,6 @@ def comparison_table(members: list[Member]) -> tuple[list[str], list[list[str]]]
     ``(header, rows)``, all cells strings.
   """
   names, records = _group_stats(members)
-  groups = _groups(members)
   show_train = len({r["key"].train for r in records}) > 1
   show_status = any(set(r["status"]) != {"completed"} for r in records)
   show_samples = any(final_eval_samples(m.summary) for m in members)
@@ -349,7 +350,7 @@ def comparison_table(members: list[Member]) -> tuple[list[str], list[list[str]]]
     row = [str(key.task), str(key.estimator), _temperature_text(key),
            _lr_text(key.learning_rate, key.lr_decay)] + [key.train] * show_train + [str(r["seeds"])]
     row += [_status_text(r["status"])] * show_status
-    row += [_samples_text(groups[key])] * show_samples
+    row += [r["samples"]] * show_samples
     for name in names:
       (mean, std), count = r["stats"][name]
       cell = _fmt(mean) if math.isnan(std) or not math.isfinite(mean) else (
@@ -418,7 +419,6 @@ def write_tables(members: list[Member], out_dir: str | Path, *,
   md_path, csv_path = out_dir / f"{stem}.md", out_dir / f"{stem}.csv"
   md_path.write_text(_markdown(*comparison_table(members)), encoding="utf-8")
   names, records = _group_stats(members)
-  groups = _groups(members)
   header = ["task", "estimator", "temperature", "temperature_schedule", "learning_rate",
             "lr_decay", "train", "seeds", "status", "eval_samples"]
   header += [f"{n}_{s}" for n in names for s in ("mean", "std")] + ["steps_mean", "wall_time_mean"]
@@ -430,7 +430,7 @@ def write_tables(members: list[Member], out_dir: str | Path, *,
       row = [key.task, key.estimator, _csv_number(key.temperature), key.schedule,
              _csv_number(key.learning_rate), key.lr_decay, key.train, r["seeds"],
              _status_text(r["status"]),
-             "" if (text := _samples_text(groups[key])) == "-" else text]
+             "" if r["samples"] == "-" else r["samples"]]
       for name in names:
         (mean, std), count = r["stats"][name]
         row += ["nan" if count and math.isnan(mean) else _csv_number(mean), _csv_number(std)]
