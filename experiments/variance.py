@@ -161,8 +161,10 @@ def _row(step, label, stats, ms, ref_se2):
          "cosine": float(stats.cosine), "ms_per_gradient": ms}
   if isinstance(stats.mean, dict):
     for group, values in stats.per_group().items():
-      row[f"variance/{group}"] = float(values["total_variance"])
-      row[f"squared_bias/{group}"] = float(values["squared_bias"])
+      for name, field in (("variance", "total_variance"), ("squared_bias", "squared_bias"),
+                          ("mean_cosine", "mean_cosine"), ("mean_norm", "mean_norm"),
+                          ("reference_norm", "reference_norm")):
+        row[f"{name}/{group}"] = float(values[field])
   return row
 
 
@@ -235,7 +237,7 @@ def _fmt(x) -> str:
 def write_tables(rows: list[dict], out_dir: pathlib.Path) -> list[str]:
   """``table_stepN.md`` and ``.csv`` per checkpoint."""
   paths = []
-  extra = sorted({k for r in rows for k in r if k.startswith("variance/")})
+  extra = sorted({k for r in rows for k in r if k.startswith(("variance/", "mean_cosine/"))})
   columns = COLUMNS + extra
   for step in sorted({r["step"] for r in rows}):
     chosen = [r for r in rows if r["step"] == step]

@@ -79,12 +79,17 @@ class GradientStats:
   coordinate_mse: PyTree | None
 
   def per_group(self) -> dict[Any, dict[str, jax.Array | None]]:
-    """Total variance, squared bias and MSE per top-level key of a dict gradient.
+    """Total variance, squared bias, MSE and direction per top-level key of a dict gradient.
 
     Returns:
-      ``{key: {"total_variance": ..., "squared_bias": ..., "mse": ...}}`` for each
-      top-level key (e.g. ``"encoder"``, ``"decoder"``); the last two are None
-      without a reference. The groups' values add up to the totals.
+      ``{key: {"total_variance", "squared_bias", "mse", "mean_norm", "reference_norm",
+      "mean_cosine"}}`` for each top-level key (e.g. ``"encoder"``, ``"decoder"``).
+      ``mean_norm`` is the norm of the group's mean gradient, ``reference_norm`` the
+      reference's, and ``mean_cosine`` the cosine between the two (0 where either
+      norm is 0): whether the estimator points, on average, where the reference
+      does (unlike ``cosine``, a mean over single samples). Without a reference the
+      entries that need it are None. Variance, squared bias and MSE of the groups
+      add up to the totals.
 
     Example:
       >>> stats.per_group()["decoder"]["total_variance"]
@@ -94,11 +99,23 @@ class GradientStats:
           "`per_group` needs a gradient that is a dict (one entry per group, e.g. "
           f"{{'encoder': ..., 'decoder': ...}}); got a {type(self.mean).__name__}.")
     has_ref = self.bias is not None
-    return {name: {
-        "total_variance": _tree_sum(self.variance[name]),
-        "squared_bias": _tree_sum(jax.tree.map(jnp.square, self.bias[name])) if has_ref else None,
-        "mse": _tree_sum(self.coordinate_mse[name]) if has_ref else None,
-    } for name in self.mean}
+    out = {}
+    for name in self.mean:
+      mean = self.mean[name]
+      mean_norm = jnp.sqrt(_tree_sum(jax.tree.map(jnp.square, mean)))
+      group = {"total_variance": _tree_sum(self.variance[name]), "mean_norm": mean_norm,
+               "squared_bias": None, "mse": None, "reference_norm": None, "mean_cosine": None}
+      if has_ref:
+        reference = jax.tree.map(jnp.subtract, mean, self.bias[name])
+        ref_norm = jnp.sqrt(_tree_sum(jax.tree.map(jnp.square, reference)))
+        dot = _tree_sum(jax.tree.map(jnp.multiply, mean, reference))
+        norms = mean_norm * ref_norm
+        group.update(
+            squared_bias=_tree_sum(jax.tree.map(jnp.square, self.bias[name])),
+            mse=_tree_sum(self.coordinate_mse[name]), reference_norm=ref_norm,
+            mean_cosine=jnp.where(norms > 0, dot / jnp.where(norms > 0, norms, 1.0), 0.0))
+      out[name] = group
+    return out
 
 
 jax.tree_util.register_dataclass(GradientStats, meta_fields=["num_samples"], data_fields=[

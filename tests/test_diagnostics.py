@@ -265,9 +265,25 @@ def test_per_group_matches_numpy_and_adds_up():
                                ((g.mean(0) - r) ** 2).sum(), rtol=2e-5)
     np.testing.assert_allclose(float(groups[name]["mse"]), ((g - r) ** 2).sum(1).mean(),
                                rtol=2e-5)
+    m = g.mean(0)
+    np.testing.assert_allclose(float(groups[name]["mean_norm"]), np.linalg.norm(m), rtol=2e-5)
+    np.testing.assert_allclose(float(groups[name]["reference_norm"]), np.linalg.norm(r), rtol=2e-5)
+    np.testing.assert_allclose(float(groups[name]["mean_cosine"]),
+                               m @ r / (np.linalg.norm(m) * np.linalg.norm(r)), rtol=2e-5)
   for field in ("total_variance", "squared_bias", "mse"):
     np.testing.assert_allclose(sum(float(v[field]) for v in groups.values()),
                                float(getattr(s, field)), rtol=1e-5)
+
+
+def test_per_group_mean_cosine_of_a_zero_mean_is_zero():
+  # Group "a" is 0 in every sample: its mean has norm 0, so its mean_cosine is 0.
+  grad_fn = lambda k: {"a": jnp.zeros(3), "b": jax.random.normal(k, (2,)) + jnp.array([1.0, -1.0])}
+  s = gradient_statistics(grad_fn, jax.random.key(1), 64,
+                          reference={"a": np.ones(3), "b": np.array([2.0, -2.0])})
+  groups = s.per_group()
+  assert float(groups["a"]["mean_norm"]) == 0.0 and float(groups["a"]["mean_cosine"]) == 0.0
+  np.testing.assert_allclose(float(groups["a"]["reference_norm"]), np.sqrt(3.0), rtol=1e-6)
+  assert 0.5 < float(groups["b"]["mean_cosine"]) <= 1.0  # mean near (1, -1), reference (2, -2)
 
 
 # ---- 6. jit, vmap, scale ---------------------------------------------------------
@@ -300,8 +316,11 @@ def test_many_samples_bounded_memory():
   z = z_bound(2)
   assert np.all(np.abs(flat(s.mean) / scale) <= z / np.sqrt(n))
   assert np.all(np.abs(flat(s.variance) / scale**2 - 1) <= z * np.sqrt(2 / (n - 1)))
-  groups = s.per_group()  # without a reference: variances only
+  groups = s.per_group()  # without a reference: variances and the mean's norm only
   assert groups["decoder"]["mse"] is None and groups["encoder"]["squared_bias"] is None
+  assert groups["encoder"]["mean_cosine"] is None and groups["encoder"]["reference_norm"] is None
+  np.testing.assert_allclose(float(groups["encoder"]["mean_norm"]),
+                             np.linalg.norm(flat(s.mean["encoder"])), rtol=1e-6)
   np.testing.assert_allclose(float(groups["encoder"]["total_variance"]),
                              float(np.sum(s.variance["encoder"])), rtol=1e-6)
   # Storing the samples would take n * 64 * 4 bytes = 51 MB (chunk_size=n needs 52 MB

@@ -130,5 +130,9 @@ sweep: {estimators: [straight_through_gumbel]}
     assert {"variance/encoder", "variance/decoder"} <= set(rp)
     np.testing.assert_allclose(rp["variance/encoder"] + rp["variance/decoder"],
                                rp["total_variance"], rtol=1e-4)
-    for key in ("total_variance", "squared_bias", "cosine"):
+    for group in ("encoder", "decoder"):
+      assert -1.0 <= rp[f"mean_cosine/{group}"] <= 1.0 and rp[f"reference_norm/{group}"] > 0
+    np.testing.assert_allclose(rp["squared_bias/encoder"] + rp["squared_bias/decoder"],
+                               rp["squared_bias"], rtol=1e-4)
+    for key in ("total_variance", "squared_bias", "cosine", "mean_cosine/encoder"):
       np.testing.assert_allclose(rs[key], rp[key], rtol=1e-4, err_msg=key)
