@@ -14,7 +14,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")),
 def _outside_code(text):
   fence = False
   for number, line in enumerate(text.splitlines(), 1):
-    if line.startswith("```"):
+    if line.lstrip().startswith("```"):
       fence = not fence
     elif not fence:
       yield number, line
