@@ -1,6 +1,7 @@
 """Every relative link in the Markdown docs points at a file that exists, and every
 ``#anchor`` at a heading of its target (GitHub's heading slugs)."""
 
+import functools
 import pathlib
 import re
 
@@ -26,7 +27,9 @@ def slug(heading):
   return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
+@functools.lru_cache(maxsize=None)
 def anchors(path):
+  """The anchors of a Markdown file's headings, each file read once per session."""
   seen: dict[str, int] = {}
   out = set()
   for _, line in _outside_code(path.read_text()):
