@@ -235,20 +235,25 @@ def log_gumbel_softmax(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
 
 
 def straight_through(key: ArrayLike, logits: ArrayLike, *, temperature=1.0,
-                     axis: int = -1) -> jax.Array:
+                     axis: int = -1, backward: str = "softmax") -> jax.Array:
   """Plain straight-through: a categorical sample with the softmax's gradient.
 
   The forward value is an exact one-hot sample from ``Categorical(softmax(logits))``
   (drawn by Gumbel-max); the backward pass uses the gradient of
   ``softmax(logits / temperature)``. ``temperature`` (default 1) is the slope of the
   backward softmax, which a schedule anneals for "annealed ST"; it follows the same
-  rules as in :func:`gumbel_softmax`.
+  rules as in :func:`gumbel_softmax`. ``backward="identity"`` passes the sample's
+  gradient to the logits unchanged (divided by ``temperature``): the Jacobian is
+  ``I / temperature`` instead of the softmax's, so the gradient does not vanish
+  where the distribution is nearly deterministic (Bengio et al.'s "as if the hard
+  threshold were the identity").
 
   Args:
     key: a PRNG key.
     logits: unnormalized log-probabilities, floating point.
-    temperature: slope of the backward softmax.
+    temperature: slope of the backward softmax (or identity).
     axis: the category axis.
+    backward: ``"softmax"`` (default) or ``"identity"``.
 
   Returns:
     A one-hot sample of the logits' shape and dtype.
@@ -263,11 +268,32 @@ def straight_through(key: ArrayLike, logits: ArrayLike, *, temperature=1.0,
   logits, dtype = _checks.as_logits(logits)
   axis = _checks.category_axis(axis, logits.ndim)
   cdtype = _checks.compute_dtype(dtype)
-  probs = softmax_scores(logits.astype(cdtype), temperature, axis)
+  soft = st_backward(logits.astype(cdtype), temperature, backward, axis)
   scores = perturb(key, jax.lax.stop_gradient(logits), dtype)
   index = jnp.argmax(scores, axis=axis)
   one_hot = jax.nn.one_hot(index, logits.shape[axis], dtype=cdtype, axis=axis)
-  return st_combine(one_hot, probs).astype(dtype)
+  return st_combine(one_hot, soft).astype(dtype)
+
+
+ST_BACKWARDS = ("softmax", "identity")
+
+
+def st_backward(logits: jax.Array, temperature, backward: str, axis: int | None) -> jax.Array:
+  """What plain straight-through differentiates: ``softmax(logits / temperature)``
+  (``sigmoid`` for Bernoulli logits, ``axis=None``) or, for ``backward="identity"``,
+  ``logits / temperature`` itself."""
+  if backward not in ST_BACKWARDS:
+    raise ValueError(f"`backward` must be one of {list(ST_BACKWARDS)}; got {backward!r}.")
+  if axis is None:
+    if backward == "softmax":
+      return sigmoid_scores(logits, temperature)
+    return logits / _checks.temperature_array(temperature, logits.shape, logits.dtype)
+  if backward == "softmax":
+    return softmax_scores(logits, temperature, axis)
+  axis = axis % logits.ndim
+  batch_shape = logits.shape[:axis] + logits.shape[axis + 1:]
+  tau = _checks.temperature_array(temperature, batch_shape, logits.dtype)
+  return logits / jnp.expand_dims(tau, axis)
 
 
 def relaxed_bernoulli(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,

@@ -16,6 +16,7 @@ SAMPLERS = {
     "gumbel_softmax_hard": lambda k, l: gumbax.gumbel_softmax(k, l, 0.7, hard=True),
     "log_gumbel_softmax": lambda k, l: gumbax.log_gumbel_softmax(k, l, 0.7),
     "straight_through": lambda k, l: gumbax.straight_through(k, l),
+    "straight_through_identity": lambda k, l: gumbax.straight_through(k, l, backward="identity"),
     "relaxed_bernoulli": lambda k, l: gumbax.relaxed_bernoulli(k, l, 0.7),
     "relaxed_bernoulli_hard": lambda k, l: gumbax.relaxed_bernoulli(k, l, 0.7, hard=True),
     "conditional_gumbel": lambda k, l: gumbax.conditional_gumbel(
@@ -98,6 +99,27 @@ def test_straight_through_gradient_is_softmax_gradient():
     g = jax.grad(lambda l: jnp.sum(gumbax.straight_through(key, l, temperature=tau) * w))(LOGITS)
     expected = jax.grad(lambda l: jnp.sum(jax.nn.softmax(l / tau) * w))(LOGITS)
     np.testing.assert_allclose(g, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_straight_through_identity_passes_the_gradient_unchanged():
+  """``backward="identity"``: the same forward sample, Jacobian ``I / temperature``."""
+  key = jax.random.key(0)
+  w = jax.random.normal(jax.random.key(1), LOGITS.shape)
+  for tau in (1.0, 0.3, jnp.array([0.5, 1.0, 2.0])):
+    fn = lambda l: gumbax.straight_through(key, l, temperature=tau, backward="identity")
+    np.testing.assert_array_equal(fn(LOGITS), gumbax.gumbel_max(key, LOGITS))
+    g = jax.grad(lambda l: jnp.sum(fn(l) * w))(LOGITS)
+    np.testing.assert_allclose(g, w / jnp.reshape(jnp.asarray(tau), (-1, 1)), rtol=1e-6)
+  # The category axis elsewhere: the per-row temperature follows the batch axis.
+  tau = jnp.array([0.5, 1.0, 2.0])
+  g = jax.grad(lambda l: jnp.sum(gumbax.straight_through(
+      key, l, temperature=tau, axis=0, backward="identity") * w.T))(LOGITS.T)
+  np.testing.assert_allclose(g, (w / tau[:, None]).T, rtol=1e-6)
+  # The default is the softmax's backward pass, unchanged.
+  g_default = jax.grad(lambda l: jnp.sum(gumbax.straight_through(key, l) * w))(LOGITS)
+  g_softmax = jax.grad(lambda l: jnp.sum(
+      gumbax.straight_through(key, l, backward="softmax") * w))(LOGITS)
+  np.testing.assert_array_equal(g_default, g_softmax)
 
 
 def test_gumbel_softmax_matches_textbook_formula():
@@ -201,6 +223,8 @@ KEY = jax.random.key(0)
     (lambda: gumbax.relaxed_bernoulli(KEY, LOGITS, np.array([1.0, 0.0, 2.0, 1.0])), ValueError,
      ["temperature", "0."]),
     (lambda: gumbax.straight_through(KEY, LOGITS, temperature=0), ValueError, ["temperature"]),
+    (lambda: gumbax.straight_through(KEY, LOGITS, backward="linear"), ValueError,
+     ["backward", "softmax", "identity", "linear"]),
     (lambda: gumbax.gumbel_softmax(KEY, LOGITS, jnp.ones(4)), ValueError,
      ["temperature", "(4,)", "(3,)"]),
     (lambda: gumbax.gumbel_softmax(KEY, LOGITS, jnp.ones((2, 3))), ValueError,

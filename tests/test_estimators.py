@@ -161,6 +161,36 @@ def test_gumbel_rao_with_one_sample_is_st_gumbel_bit_for_bit():
           st.sample_with_gradient(key, logits), gumbax.gumbel_softmax(key, logits, 0.7, hard=True))
 
 
+def test_straight_through_backward_options():
+  """The default backward pass is ``gumbax.straight_through``'s (softmax or sigmoid);
+  ``backward="identity"`` hands ``f``'s gradient at the sample to the logits, divided
+  by the temperature; the forward value is the same exact sample."""
+  for distribution, shape in (("categorical", (4, 3, 5)), ("bernoulli", (4, 6))):
+    logits = jax.random.normal(jax.random.key(1), shape)
+    w = jax.random.normal(jax.random.key(2), shape)
+    f = lambda b: jnp.sum(b * w, axis=tuple(range(1, b.ndim)))
+    soft = estimators.get("straight_through", temperature=0.7, distribution=distribution)
+    ident = estimators.get("straight_through", temperature=0.7, backward="identity",
+                           distribution=distribution)
+    key = jax.random.key(3)
+    np.testing.assert_array_equal(ident(key, logits, f), soft(key, logits, f))
+    g = jax.grad(lambda l: ident(key, l, f).sum())(logits)
+    np.testing.assert_allclose(g, w / 0.7, rtol=1e-6)
+    g_soft = jax.grad(lambda l: soft(key, l, f).sum())(logits)
+    if distribution == "categorical":
+      np.testing.assert_array_equal(
+          soft.sample_with_gradient(key, logits),
+          gumbax.straight_through(key, logits, temperature=0.7))
+      expected = jax.grad(lambda l: jnp.sum(jax.nn.softmax(l / 0.7) * w))(logits)
+    else:
+      expected = jax.grad(lambda l: jnp.sum(jax.nn.sigmoid(l / 0.7) * w))(logits)
+    np.testing.assert_allclose(g_soft, expected, rtol=1e-5, atol=1e-7)
+    # Under jit and vmap the identity estimator gives the eager values.
+    keys = jax.random.split(key, 3)
+    batched = jax.jit(jax.vmap(lambda k: jax.grad(lambda l: ident(k, l, f).sum())(logits)))(keys)
+    np.testing.assert_allclose(batched, jnp.broadcast_to(w / 0.7, (3,) + shape), rtol=1e-6)
+
+
 def _variance(est, logits, f, cv, n=4000, seed=0):
   g = jax.jit(jax.vmap(lambda k: jax.grad(lambda l: est(k, l, f, cv).sum())(logits)))
   samples = g(jax.random.split(jax.random.key(seed), n))
@@ -378,6 +408,8 @@ def _f(b):
      ["arm", "bernoulli", "categorical"]),
     (lambda: estimators.get("relaxed", distribution="gaussian"), ValueError, ["gaussian"]),
     (lambda: estimators.get("relaxed", temperature=0.0), ValueError, ["temperature"]),
+    (lambda: estimators.get("straight_through", backward="linear"), ValueError,
+     ["backward", "softmax", "identity", "linear"]),
     (lambda: estimators.get("reinforce", baseline="mean"), ValueError, ["baseline", "nvil"]),
     (lambda: estimators.get("muprop", baseline="ema"), ValueError, ["baseline", "none", "nvil"]),
     (lambda: estimators.get("muprop", mean_field="yes"), TypeError, ["mean_field", "bool"]),

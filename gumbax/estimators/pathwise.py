@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from gumbax import _checks
 from gumbax.estimators._base import Estimator, check_int, register
-from gumbax.relaxed import st_combine
+from gumbax.relaxed import ST_BACKWARDS, st_backward, st_combine
 
 __all__ = ["GumbelRao", "ReinMax", "Relaxed", "StraightThrough", "StraightThroughGumbel"]
 
@@ -74,10 +74,15 @@ class StraightThrough(_Pathwise):
   ``temperature=1`` (and use those logits in the model's other terms, e.g. a KL);
   the experiments' ``temperature.slope`` does that, and on Jang et al.'s VAEs it is
   what validation chose for their "annealed ST" (docs/results/jang2017.md).
+  ``backward="identity"`` differentiates ``logits / temperature`` instead: the
+  sample's gradient reaches the logits unchanged (at ``temperature=1``), Bengio et
+  al.'s "as if the hard threshold were the identity"; unlike the softmax's it does
+  not vanish where the distribution is nearly deterministic.
   Biased; 1 evaluation of ``f``. Categorical and Bernoulli.
 
   Attributes:
-    temperature: slope of the backward softmax / sigmoid.
+    temperature: slope of the backward softmax / sigmoid (or identity).
+    backward: ``"softmax"`` (default; ``sigmoid`` for Bernoulli) or ``"identity"``.
 
   References:
     Bengio, Leonard, Courville, Estimating or Propagating Gradients Through
@@ -89,10 +94,17 @@ class StraightThrough(_Pathwise):
   name = "straight_through"
   reference = "Bengio et al. 2013"
   temperature: float = 1.0
+  backward: str = "softmax"
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.backward not in ST_BACKWARDS:
+      raise ValueError(f"`backward` must be one of {list(ST_BACKWARDS)}; got {self.backward!r}.")
 
   def sample_with_gradient(self, key, logits):
-    cdtype = _checks.compute_dtype(logits.dtype)
-    return st_combine(self.sample(key, logits), self.relax(logits.astype(cdtype), self.temperature))
+    l = logits.astype(_checks.compute_dtype(logits.dtype))
+    axis = -1 if self.categorical else None
+    return st_combine(self.sample(key, logits), st_backward(l, self.temperature, self.backward, axis))
 
 
 @register
