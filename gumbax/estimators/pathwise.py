@@ -77,7 +77,9 @@ class StraightThrough(_Pathwise):
   ``backward="identity"`` differentiates ``logits / temperature`` instead: the
   sample's gradient reaches the logits unchanged (at ``temperature=1``), Bengio et
   al.'s "as if the hard threshold were the identity"; unlike the softmax's it does
-  not vanish where the distribution is nearly deterministic.
+  not vanish where the distribution is nearly deterministic, so nothing stops the
+  logits growing: on Jang et al.'s categorical VAE (analytic KL) it drove q to
+  one-hot within 5,000 steps (docs/results/jang2017.md).
   Biased; 1 evaluation of ``f``. Categorical and Bernoulli.
 
   Attributes:
