@@ -15,6 +15,7 @@ from scipy import stats
 
 import gumbax
 from gumbax import estimators
+from gumbax.estimators.score import _input_baseline
 
 ALPHA = 1e-6
 UNBIASED = {
@@ -228,6 +229,33 @@ def _train_control_variate(est, logits, f, steps=300, lr=1e-2):
   return cv
 
 
+def test_joint_nvil_baseline_tells_latents_apart():
+  """Each example has its own offset in ``f`` (as a VAE's reconstruction depends on
+  the image), which a sum of one shared function of each latent's probabilities
+  fits poorly and one MLP of all of them can fit. After the same variance training
+  the joint network leaves far less gradient variance (measured with these keys:
+  9.5 against 531, no baseline 1632; other keys for the logits gave 3x and 56x)."""
+  logits = 3.0 * jax.random.normal(jax.random.key(0), (16, 3, 4))
+  w = jax.random.normal(jax.random.key(1), (3, 4))
+  offset = 10.0 * jax.random.normal(jax.random.key(2), (16,))
+  f = lambda b: jnp.sum(b * w[None], axis=(1, 2)) + offset
+  variances = {}
+  for network in ("per_latent", "joint"):
+    est = estimators.get("reinforce", baseline="nvil", network=network, normalize=False)
+    cv = _train_control_variate(est, logits, f)
+    variances[network] = _variance(est, logits, f, cv, n=2000)[0]
+  assert variances["joint"] < 0.2 * variances["per_latent"], variances
+  # The joint network is one MLP of the flattened probabilities of each example.
+  est = estimators.get("muprop", baseline="nvil", network="joint", hidden=5)
+  params = est.init(jax.random.key(2), logits)["params"]["network"]
+  assert params["w1"].shape == (12, 5)
+  params = {**params, "w2": jax.random.normal(jax.random.key(3), (5,))}
+  probs = jax.nn.softmax(logits).reshape(16, 12)
+  by_hand = jnp.tanh(probs @ params["w1"] + params["b1"][None]) @ params["w2"] + params["b2"]
+  np.testing.assert_allclose(_input_baseline(est, {"network": params}, logits, 1), by_hand,
+                             rtol=1e-5, atol=1e-6)
+
+
 def test_variance_training_on_the_toy_problem():
   """Toy problem E[(b - 0.45)^2] at theta = 0, 300 variance-objective steps.
 
@@ -415,6 +443,12 @@ def _f(b):
     (lambda: estimators.get("muprop", mean_field="yes"), TypeError, ["mean_field", "bool"]),
     (lambda: estimators.MeanFieldLoss(_f, 3), TypeError, ["mean_field", "callable"]),
     (lambda: estimators.get("muprop", baseline="nvil", hidden=0), ValueError, ["hidden", ">= 1"]),
+    (lambda: estimators.get("reinforce", baseline="nvil", network="full"), ValueError,
+     ["network", "per_latent", "joint", "full"]),
+    (lambda: (lambda e: e(jax.random.key(0), jnp.zeros((2, 3, 4)), _f,
+                          e.init(jax.random.key(0), jnp.zeros((2, 5, 4)))))(
+        estimators.get("reinforce", baseline="nvil", network="joint")),
+     ValueError, ["20 inputs", "12", "leading batch axis"]),
     (lambda: estimators.get("muprop", baseline="nvil")(jax.random.key(0), jnp.zeros((2, 3, 4)),
                                                        _f), ValueError, ["control variate"]),
     (lambda: estimators.get("reinforce", baseline="nvil", normalize="no"), TypeError,

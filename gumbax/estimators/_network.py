@@ -2,7 +2,9 @@
 
 It maps each latent's relaxed value (a K-vector, or a scalar for Bernoulli) to a
 number and sums over latents, so it needs no knowledge of the batch layout:
-``r(z) = sum_n MLP(z_n)``. Its output layer starts at zero.
+``r(z) = sum_n MLP(z_n)``. :func:`apply_joint` is the same MLP on all latents of
+an example at once, ``r(z) = MLP(concat_n z_n)``, which can tell the latents
+apart. Its output layer starts at zero.
 """
 
 from __future__ import annotations
@@ -28,3 +30,17 @@ def apply(params: dict, x, out_ndim: int, categorical: bool):
   h = jnp.tanh(pre + params["b1"].reshape((1,) * (pre.ndim - 1) + (-1,)))
   per_latent = h @ params["w2"] + params["b2"]
   return jnp.sum(per_latent, axis=tuple(range(out_ndim, per_latent.ndim)))
+
+
+def apply_joint(params: dict, x, out_ndim: int):
+  """Per-example ``MLP`` of all latents' values flattened: ``x`` is batch + the rest."""
+  features = x.reshape(x.shape[:out_ndim] + (-1,))
+  if features.shape[-1] != params["w1"].shape[0]:
+    raise ValueError(
+        f"The joint baseline network was built for {params['w1'].shape[0]} inputs per "
+        f"example (the logits given to `init` without their leading batch axis); these "
+        f"logits have {features.shape[-1]} per example (batch shape "
+        f"{x.shape[:out_ndim]}). Call `init` with logits of one leading batch axis.")
+  pre = features @ params["w1"]
+  h = jnp.tanh(pre + params["b1"].reshape((1,) * (pre.ndim - 1) + (-1,)))
+  return h @ params["w2"] + params["b2"]

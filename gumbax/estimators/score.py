@@ -8,6 +8,7 @@ gradient ``grad f(b)`` averaged over the samples.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -21,20 +22,30 @@ BASELINES = ("none", "ema", "nvil")
 MUPROP_BASELINES = ("none", "nvil")
 
 
-def _check_baseline(baseline, valid, hidden):
+NETWORKS = ("per_latent", "joint")
+
+
+def _check_baseline(baseline, valid, hidden, network):
   if baseline not in valid:
     raise ValueError(f"`baseline` must be one of {list(valid)}; got {baseline!r}.")
   check_int(hidden, "hidden", 1)
+  if network not in NETWORKS:
+    raise ValueError(f"`network` must be one of {list(NETWORKS)}; got {network!r}.")
 
 
 def _init_network(est, key, logits) -> dict:
-  in_dim = logits.shape[-1] if est.categorical else 1
+  if est.network == "joint":
+    in_dim = max(1, math.prod(logits.shape[1:]))
+  else:
+    in_dim = logits.shape[-1] if est.categorical else 1
   return _network.init(key, in_dim, est.hidden)
 
 
 def _input_baseline(est, params, logits, ndim):
   """NVIL's input-dependent baseline ``r_psi`` of the stop-gradient probabilities."""
   probs = jax.lax.stop_gradient(est.mean(logits))
+  if est.network == "joint":
+    return _network.apply_joint(params["network"], probs, ndim)
   return _network.apply(params["network"], probs, ndim, est.categorical)
 
 
@@ -59,9 +70,10 @@ class Reinforce(_MultiSample):
   Baselines: ``"none"``; ``"ema"``, an exponential moving average of the loss kept
   in ``cv["state"]`` and advanced by :meth:`update`; ``"nvil"``, NVIL's
   input-dependent baseline ``c + r_psi(logits)`` (``r_psi`` a per-latent MLP of the
-  stop-gradient probabilities, summed over latents, trained by the variance
-  objective) with the learning signal divided by ``max(1, sqrt(running variance))``
-  unless ``normalize=False``. Unbiased (NVIL up to that positive, per-step constant
+  stop-gradient probabilities, summed over latents, or with ``network="joint"`` one
+  MLP of all of an example's probabilities; trained by the variance objective) with
+  the learning signal divided by ``max(1, sqrt(running variance))`` unless
+  ``normalize=False``. Unbiased (NVIL up to that positive, per-step constant
   scale of the logits' gradient, which is 1 at initialization); ``num_samples``
   evaluations of ``f``. Categorical and Bernoulli.
 
@@ -77,6 +89,11 @@ class Reinforce(_MultiSample):
     baseline: ``"none"``, ``"ema"`` or ``"nvil"``.
     decay: moving-average decay for the ``"ema"`` and ``"nvil"`` statistics.
     hidden: width of NVIL's baseline network.
+    network: NVIL's baseline network: ``"per_latent"`` (default; one MLP shared by
+      the latents, summed: it cannot tell which latent took which value) or
+      ``"joint"`` (one MLP of the flattened probabilities of all latents, closer
+      to Mnih & Gregor's MLP of the input; ``init`` must get logits with one
+      leading batch axis).
     normalize: NVIL only: divide the learning signal by
       ``max(1, sqrt(running variance))`` (Mnih & Gregor's variance normalization).
 
@@ -94,6 +111,7 @@ class Reinforce(_MultiSample):
   baseline: str = "none"
   decay: float = 0.99
   hidden: int = 32
+  network: str = "per_latent"
   normalize: bool = True
 
   def __post_init__(self):
@@ -101,7 +119,7 @@ class Reinforce(_MultiSample):
     check_int(self.num_samples, "num_samples", 1)
     if not isinstance(self.normalize, bool):
       raise TypeError(f"`normalize` must be a bool; got {self.normalize!r}.")
-    _check_baseline(self.baseline, BASELINES, self.hidden)
+    _check_baseline(self.baseline, BASELINES, self.hidden, self.network)
     if not 0.0 <= self.decay < 1.0:
       raise ValueError(f"`decay` must be in [0, 1); got {self.decay!r}.")
 
@@ -201,7 +219,7 @@ class MuProp(Estimator):
   ``r`` is 0 with ``baseline="none"``. With ``baseline="nvil"`` it is NVIL's
   input-dependent baseline on top of the Taylor term: ``r_psi(logits)``, a per-latent
   MLP of the stop-gradient probabilities summed over latents (its output bias
-  learns a constant), trained by the variance objective
+  learns a constant; ``network="joint"``: one MLP of all latents' probabilities), trained by the variance objective
   (:meth:`~gumbax.estimators.Estimator.variance_loss`). It centers what the Taylor
   expansion leaves over: on a loss that is quadratic in ``b`` the residual
   ``f(b) - fbar(b)`` does not vanish, and a constant part of it is pure noise in
@@ -211,6 +229,7 @@ class MuProp(Estimator):
   Attributes:
     baseline: ``"none"`` or ``"nvil"``.
     hidden: width of the baseline network (``"nvil"`` only).
+    network: ``"per_latent"`` or ``"joint"``, as for :class:`Reinforce`.
     mean_field: expand around ``f.mean_field`` when ``f`` provides one.
 
   References:
@@ -225,11 +244,12 @@ class MuProp(Estimator):
   reference = "Gu et al. 2016"
   baseline: str = "none"
   hidden: int = 32
+  network: str = "per_latent"
   mean_field: bool = True
 
   def __post_init__(self):
     super().__post_init__()
-    _check_baseline(self.baseline, MUPROP_BASELINES, self.hidden)
+    _check_baseline(self.baseline, MUPROP_BASELINES, self.hidden, self.network)
     if not isinstance(self.mean_field, bool):
       raise TypeError(f"`mean_field` must be a bool; got {self.mean_field!r}.")
 
