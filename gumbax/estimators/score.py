@@ -219,7 +219,8 @@ class MuProp(Estimator):
   ``r`` is 0 with ``baseline="none"``. With ``baseline="nvil"`` it is NVIL's
   input-dependent baseline on top of the Taylor term: ``r_psi(logits)``, a per-latent
   MLP of the stop-gradient probabilities summed over latents (its output bias
-  learns a constant; ``network="joint"``: one MLP of all latents' probabilities), trained by the variance objective
+  learns a constant; ``network="joint"``: one MLP of all latents' probabilities),
+  trained by the variance objective
   (:meth:`~gumbax.estimators.Estimator.variance_loss`). It centers what the Taylor
   expansion leaves over: on a loss that is quadratic in ``b`` the residual
   ``f(b) - fbar(b)`` does not vanish, and a constant part of it is pure noise in
