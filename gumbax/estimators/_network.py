@@ -23,12 +23,16 @@ def init(key, in_dim: int, hidden: int, dtype=jnp.float32) -> dict:
   }
 
 
-def apply(params: dict, x, out_ndim: int, categorical: bool):
-  """Per-example sum over latents of ``MLP(x_n)``; ``x`` is batch + event (+ (K,))."""
-  features = x if categorical else x[..., None]
+def _mlp(params: dict, features):
+  """``tanh`` hidden layer then a linear output, over the last axis of ``features``."""
   pre = features @ params["w1"]
   h = jnp.tanh(pre + params["b1"].reshape((1,) * (pre.ndim - 1) + (-1,)))
-  per_latent = h @ params["w2"] + params["b2"]
+  return h @ params["w2"] + params["b2"]
+
+
+def apply(params: dict, x, out_ndim: int, categorical: bool):
+  """Per-example sum over latents of ``MLP(x_n)``; ``x`` is batch + event (+ (K,))."""
+  per_latent = _mlp(params, x if categorical else x[..., None])
   return jnp.sum(per_latent, axis=tuple(range(out_ndim, per_latent.ndim)))
 
 
@@ -41,6 +45,4 @@ def apply_joint(params: dict, x, out_ndim: int):
         f"example (the logits given to `init` without their leading batch axis); these "
         f"logits have {features.shape[-1]} per example (batch shape "
         f"{x.shape[:out_ndim]}). Call `init` with logits of one leading batch axis.")
-  pre = features @ params["w1"]
-  h = jnp.tanh(pre + params["b1"].reshape((1,) * (pre.ndim - 1) + (-1,)))
-  return h @ params["w2"] + params["b2"]
+  return _mlp(params, features)
