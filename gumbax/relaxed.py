@@ -278,12 +278,17 @@ def straight_through(key: ArrayLike, logits: ArrayLike, *, temperature=1.0,
 ST_BACKWARDS = ("softmax", "identity")
 
 
+def check_st_backward(backward: str) -> None:
+  """``backward`` names one of plain straight-through's backward passes."""
+  if backward not in ST_BACKWARDS:
+    raise ValueError(f"`backward` must be one of {list(ST_BACKWARDS)}; got {backward!r}.")
+
+
 def st_backward(logits: jax.Array, temperature, backward: str, axis: int | None) -> jax.Array:
   """What plain straight-through differentiates: ``softmax(logits / temperature)``
   (``sigmoid`` for Bernoulli logits, ``axis=None``) or, for ``backward="identity"``,
   ``logits / temperature`` itself."""
-  if backward not in ST_BACKWARDS:
-    raise ValueError(f"`backward` must be one of {list(ST_BACKWARDS)}; got {backward!r}.")
+  check_st_backward(backward)
   if axis is None:
     if backward == "softmax":
       return sigmoid_scores(logits, temperature)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from gumbax import _checks
 from gumbax.estimators._base import Estimator, check_int, register
-from gumbax.relaxed import ST_BACKWARDS, st_backward, st_combine
+from gumbax.relaxed import check_st_backward, st_backward, st_combine
 
 __all__ = ["GumbelRao", "ReinMax", "Relaxed", "StraightThrough", "StraightThroughGumbel"]
 
@@ -100,8 +100,7 @@ class StraightThrough(_Pathwise):
 
   def __post_init__(self):
     super().__post_init__()
-    if self.backward not in ST_BACKWARDS:
-      raise ValueError(f"`backward` must be one of {list(ST_BACKWARDS)}; got {self.backward!r}.")
+    check_st_backward(self.backward)
 
   def sample_with_gradient(self, key, logits):
     l = logits.astype(_checks.compute_dtype(logits.dtype))
