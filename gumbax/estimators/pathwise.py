@@ -190,7 +190,10 @@ class ReinMax(_Pathwise):
   two-category form with logits ``(0, logit)``. Biased; 1 evaluation of ``f``.
 
   Attributes:
-    temperature: temperature of the softmax inside ``pi_1``.
+    temperature: temperature of the softmax inside ``pi_1``. Liu et al. recommend
+      ``temperature >= 1`` (the reverse of Gumbel-softmax): on the categorical VAE of
+      Jang et al. (docs/results/jang2017.md) tau = 1 ended 10 nats better on
+      validation than tau annealed to 0.5 under the same learning rate (seed 0).
 
   References:
     Liu et al., Bridging Discrete and Backpropagation: Straight-Through and Beyond,
