@@ -73,13 +73,13 @@ class StraightThrough(_Pathwise):
   describe it sharpens the sampled distribution too: pass ``logits / tau`` at
   ``temperature=1`` (and use those logits in the model's other terms, e.g. a KL);
   the experiments' ``temperature.slope`` does that, and on Jang et al.'s VAEs it is
-  what validation chose for their "annealed ST" (docs/results/jang2017.md).
+  what validation chose for their "annealed ST" (docs/results/jang2017_ablations.md).
   ``backward="identity"`` differentiates ``logits / temperature`` instead: the
   sample's gradient reaches the logits unchanged (at ``temperature=1``), Bengio et
   al.'s "as if the hard threshold were the identity"; unlike the softmax's it does
   not vanish where the distribution is nearly deterministic, so nothing stops the
   logits growing: on Jang et al.'s categorical VAE (analytic KL) it drove q to
-  one-hot within 5,000 steps (docs/results/jang2017.md).
+  one-hot within 5,000 steps (docs/results/jang2017_vae_categorical.md).
   Biased; 1 evaluation of ``f``. Categorical and Bernoulli.
 
   Attributes:
@@ -192,7 +192,7 @@ class ReinMax(_Pathwise):
   Attributes:
     temperature: temperature of the softmax inside ``pi_1``. Liu et al. recommend
       ``temperature >= 1`` (the reverse of Gumbel-softmax): on the categorical VAE of
-      Jang et al. (docs/results/jang2017.md) tau = 1 ended 10 nats better on
+      Jang et al. (docs/results/jang2017_vae_categorical.md) tau = 1 ended 10 nats better on
       validation than tau annealed to 0.5 under the same learning rate (seed 0).
 
   References:
