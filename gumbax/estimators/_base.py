@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from gumbax import _checks
+from gumbax import _noise
 from gumbax.gumbel import conditional_gumbel
 from gumbax.gumbel import conditional_logistic
 from gumbax.relaxed import sigmoid_scores
@@ -191,8 +192,8 @@ class Estimator(abc.ABC):
     """Gumbel (categorical) or logistic (Bernoulli) noise in the compute dtype."""
     cdtype = _checks.compute_dtype(logits.dtype)
     if self.categorical:
-      return jax.random.gumbel(key, logits.shape, cdtype, mode="low")
-    return jax.random.logistic(key, logits.shape, cdtype)
+      return _noise.draw(jax.random.gumbel, key, logits.shape, cdtype, mode="low")
+    return _noise.draw(jax.random.logistic, key, logits.shape, cdtype)
 
   def perturb(self, key, logits) -> jax.Array:
     """``z = logits + noise`` in the compute dtype; ``H(z)`` is an exact sample."""

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from gumbax import _checks
+from gumbax import _noise
 from gumbax.estimators._base import Estimator, register, zero_valued
 
 __all__ = ["Arm", "DisArm"]
@@ -37,7 +38,8 @@ class _Antithetic(Estimator):
     cdtype = _checks.compute_dtype(logits.dtype)
     l = logits.astype(cdtype)
     theta = jax.lax.stop_gradient(l)
-    u = jax.random.uniform(key, l.shape, cdtype, minval=jnp.finfo(cdtype).tiny, maxval=1.0)
+    u = _noise.draw(jax.random.uniform, key, l.shape, cdtype, minval=jnp.finfo(cdtype).tiny,
+                    maxval=1.0)
     b1, b2 = self.pair(u, theta)
     pair = jnp.stack([b1, b2]).astype(logits.dtype)
     ndim = self.out_ndim(f, pair[0])
