@@ -185,7 +185,10 @@ def _train_group(program: _Program, members: list[cfg_lib.Member], run_dir: path
     data = jax.device_put(data, NamedSharding(program.mesh, PartitionSpec()))
   seed_keys = jnp.stack([jax.random.key_data(jax.random.key(m.config.seed)) for m in members])
   seed_keys = jax.random.wrap_key_data(seed_keys)
-  state = program.init(seed_keys, data)
+  # Committed to the mesh like the chunk's outputs, so the first chunk compiles the
+  # same program as every later one (an uncommitted input compiles a second copy).
+  replicated = NamedSharding(program.mesh, PartitionSpec())
+  state = jax.device_put(program.init(seed_keys, data), replicated)
   pending = [f for f, t in zip(files, todo) if t]
   common = set.intersection(*[set(io.checkpoint_steps(f.folder)) for f in pending])
   start, elapsed = 0, 0.0
@@ -198,7 +201,7 @@ def _train_group(program: _Program, members: list[cfg_lib.Member], run_dir: path
         slice_i, meta = io.load_checkpoint(f.folder, start, slice_i)
         elapsed = meta.get("wall_time", 0.0)
       slices.append(slice_i)
-    state = _stack(slices)
+    state = jax.device_put(_stack(slices), replicated)
     _say(f"[{members[0].group}] resuming from the checkpoint at step {start}")
   alive = np.array(todo)  # finished members of a partly finished group are left untouched
   for i, f in enumerate(files):
