@@ -22,13 +22,14 @@ import pathlib
 import sys
 import urllib.error
 import urllib.request
-import uuid
 import zlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 import tqdm
+
+from experiments import io
 
 FILES: dict[str, str] = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -52,10 +53,22 @@ _BINARIZE_CHUNK = 1 << 22  # pixels per draw: bounds the float64 temporaries
 
 
 class MnistNotFoundError(FileNotFoundError):
-  """The MNIST files are neither on disk nor downloadable."""
+  """The MNIST files are neither on disk nor downloadable.
+
+  ``str(error)`` says what is missing, where it was looked for, every mirror tried
+  and what to do; ``error.summary`` says the same in one line.
+  """
+
+  def __init__(self, message: str, summary: str | None = None):
+    super().__init__(message)
+    self.summary = summary or message
 
 
-class ChecksumError(ValueError):
+class MnistCorruptError(ValueError):
+  """An MNIST file on disk or downloaded is not a valid gzip or IDX file, or is truncated."""
+
+
+class ChecksumError(MnistCorruptError):
   """A file's uncompressed bytes do not have the SHA-256 listed in :data:`FILES`."""
 
 
@@ -114,8 +127,9 @@ def _uncompressed(path: pathlib.Path) -> bytes:
   try:
     return gzip.decompress(data)
   except (OSError, EOFError, zlib.error) as e:
-    raise ValueError(
-        f"{path} is not a valid gzip file ({e}); delete it and download it again.") from e
+    raise MnistCorruptError(
+        f"{path} is not a valid gzip file ({e}): the file is corrupt or truncated; delete it "
+        "and run again to download it, or copy a good one there.") from e
 
 
 def _verify(data: bytes, name: str, where: object) -> None:
@@ -129,31 +143,30 @@ def _verify(data: bytes, name: str, where: object) -> None:
 
 def _parse_idx(data: bytes, name: str, path: pathlib.Path) -> np.ndarray:
   """Parses an IDX file of unsigned bytes: magic ``00 00 08 ndim``, big-endian dims, data."""
-  where = f"{path} (expected IDX file {name})"
+  where = f"{path} (expected IDX file {name}; delete it and run again to download it)"
   if len(data) < 4 or data[:2] != b"\x00\x00":
-    raise ValueError(f"{where}: malformed IDX header: magic number {data[:4].hex() or 'missing'}, "
+    raise MnistCorruptError(f"{where}: malformed IDX header: magic number {data[:4].hex() or 'missing'}, "
                      "expected 0000 followed by type and rank bytes.")
   if data[2] != _UBYTE:
-    raise ValueError(
+    raise MnistCorruptError(
         f"{where}: malformed IDX header: dtype code 0x{data[2]:02x}, expected 0x08 (uint8).")
   ndim, offset = data[3], 4 + 4 * data[3]
   if len(data) < offset:
-    raise ValueError(
+    raise MnistCorruptError(
         f"{where}: malformed IDX header: truncated, {len(data)} bytes for {ndim} dims.")
   shape = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, 4))
   if shape != _SHAPES[name]:
-    raise ValueError(f"{where}: malformed IDX header: shape {shape}, expected {_SHAPES[name]}.")
+    raise MnistCorruptError(f"{where}: malformed IDX header: shape {shape}, expected {_SHAPES[name]}.")
   if len(data) - offset != int(np.prod(shape)):
-    raise ValueError(f"{where}: header declares {int(np.prod(shape))} data bytes, "
+    raise MnistCorruptError(f"{where}: header declares {int(np.prod(shape))} data bytes, "
                      f"file has {len(data) - offset} (truncated or padded).")
   return np.frombuffer(data, np.uint8, offset=offset).reshape(shape)
 
 
 def _fetch(url: str, target: pathlib.Path, name: str, progress: bool) -> None:
   """Downloads ``url`` into ``target`` atomically, after verifying the checksum."""
-  # A unique hidden name next to the target (same file system, so os.replace is atomic);
   # open(..., "xb") honours the umask, unlike tempfile's private 0600 files.
-  tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
+  tmp = io.temporary_name(target)
   try:
     with open(tmp, "xb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
       total = response.headers.get("Content-Length")
@@ -189,7 +202,11 @@ def _download(directory: pathlib.Path, name: str, mirrors: Sequence[str], progre
   bad = [e for _, e in errors if isinstance(e, ChecksumError)]
   if bad:
     raise ChecksumError(f"No mirror served a valid {name}.gz. Mirrors tried:{tried}") from bad[-1]
-  raise MnistNotFoundError(_not_found(directory, missing, f"Mirrors tried:{tried}"))
+  first = f"{type(errors[0][1]).__name__}: {errors[0][1]}" if errors else "no mirror given"
+  raise MnistNotFoundError(
+      _not_found(directory, missing, f"Mirrors tried:{tried}"),
+      f"MNIST is not in {directory} and could not be downloaded ({first}); set {ENV_VAR} to "
+      "a folder holding the four MNIST files, or run once online")
 
 
 def _not_found(directory: pathlib.Path, missing: Sequence[str], why: str) -> str:
@@ -215,7 +232,7 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None, *, download: bool
   Raises:
     MnistNotFoundError: a file is missing and ``download`` is false or every mirror failed.
     ChecksumError: a file (on disk or downloaded) does not match :data:`FILES`.
-    ValueError: a file is not a valid gzip or IDX file.
+    MnistCorruptError: a file is not a valid gzip or IDX file (ChecksumError is one).
   """
   if isinstance(mirrors, (str, bytes)):
     raise TypeError(f"mirrors must be a sequence of base URLs, got the single string {mirrors!r}.")
@@ -223,7 +240,9 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None, *, download: bool
   missing = [n for n in FILES if _existing(directory, n) is None]
   if missing and not download:
     raise MnistNotFoundError(
-        _not_found(directory, missing, "download=False, so no mirror was tried."))
+        _not_found(directory, missing, "download=False, so no mirror was tried."),
+        f"MNIST is not in {directory} and downloads are off (data.download: false); set "
+        f"{ENV_VAR} to a folder holding the four MNIST files")
   for i, name in enumerate(missing):
     _download(directory, name, mirrors, progress, missing[i:])
   arrays = []

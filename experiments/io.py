@@ -12,7 +12,7 @@ import json
 import math
 import os
 import pathlib
-import tempfile
+import uuid
 from typing import Any
 
 import flax.serialization
@@ -24,25 +24,35 @@ KEEP_CHECKPOINTS = 2
 
 
 def write_atomic(path: pathlib.Path, data: bytes | str) -> None:
-  """Writes ``data`` to ``path`` so that readers see the old file or the new one."""
+  """Writes ``data`` to ``path`` so that readers see the old file or the new one.
+
+  The temporary file is created with ``open(..., "xb")``, so the result has the
+  permissions of any new file under the user's umask (``tempfile`` would make it 0600).
+  """
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   raw = data.encode() if isinstance(data, str) else data
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  tmp = temporary_name(path)
   try:
-    with os.fdopen(fd, "wb") as handle:
+    with open(tmp, "xb") as handle:
       handle.write(raw)
       handle.flush()
       os.fsync(handle.fileno())
     os.replace(tmp, path)
   except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
+    tmp.unlink(missing_ok=True)
     raise
 
 
+def temporary_name(path: pathlib.Path) -> pathlib.Path:
+  """A unique hidden name beside ``path`` (same file system, so ``os.replace`` is atomic)."""
+  return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
 def write_json(path: pathlib.Path, obj: Any) -> None:
-  write_atomic(path, json.dumps(_plain(obj), indent=2, sort_keys=True) + "\n")
+  """Writes strict JSON (non-finite numbers become ``null``, see :func:`strict_row`)."""
+  write_atomic(path, json.dumps(_strict(_plain(obj)), indent=2, sort_keys=True,
+                                allow_nan=False) + "\n")
 
 
 def _plain(obj):
@@ -58,6 +68,29 @@ def _plain(obj):
   return obj
 
 
+def _strict(obj):
+  """``obj`` with every non-finite float replaced by ``None`` (JSON ``null``)."""
+  if isinstance(obj, dict):
+    return {k: _strict(v) for k, v in obj.items()}
+  if isinstance(obj, list):
+    return [_strict(v) for v in obj]
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return None
+  return obj
+
+
+def strict_row(row: dict) -> dict:
+  """A metrics row as strict JSON: a top-level value that is NaN or infinite becomes
+  ``null`` and is named in ``row["nonfinite"]`` (``{"loss": "nan"}``, ``"inf"``,
+  ``"-inf"``), so ``jq`` and strict parsers read every line and nothing is lost."""
+  row = _plain(row)
+  nonfinite = {k: str(v) for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)}
+  row = _strict(row)
+  if nonfinite:
+    row["nonfinite"] = nonfinite
+  return row
+
+
 class MetricsLog:
   """Appends one JSON object per line to ``metrics.jsonl`` and flushes each line."""
 
@@ -67,7 +100,7 @@ class MetricsLog:
     self._handle = open(self.path, "a", encoding="utf-8")
 
   def write(self, row: dict) -> None:
-    self._handle.write(json.dumps(_plain(row)) + "\n")
+    self._handle.write(json.dumps(strict_row(row), allow_nan=False) + "\n")
     self._handle.flush()
 
   def close(self) -> None:
@@ -91,12 +124,12 @@ def read_jsonl(path: pathlib.Path) -> list[dict]:
 def truncate_metrics(path: pathlib.Path, last_step: int) -> None:
   """Keeps the complete rows up to ``last_step`` (inclusive): the state of a checkpoint."""
   rows = [r for r in read_jsonl(path) if r.get("step", math.inf) <= last_step]
-  write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+  write_atomic(path, "".join(json.dumps(strict_row(r), allow_nan=False) + "\n" for r in rows))
 
 
 def save_checkpoint(folder: pathlib.Path, step: int, state: Any, meta: dict) -> None:
   """Writes ``checkpoint-STEP.msgpack`` atomically; keeps the newest two."""
-  payload = {"step": step, "meta": json.dumps(_plain(meta)),
+  payload = {"step": step, "meta": json.dumps(_strict(_plain(meta)), allow_nan=False),
              "state": flax.serialization.to_state_dict(jax.device_get(state))}
   write_atomic(folder / f"{CHECKPOINT_PREFIX}{step}.msgpack",
                flax.serialization.msgpack_serialize(payload))
