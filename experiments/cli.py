@@ -44,6 +44,10 @@ Config-driven experiments with gumbax estimators.
 
 Data: MNIST is read from $GUMBAX_DATA_DIR (default ~/.cache/gumbax/mnist) and
 downloaded from public mirrors when missing (data.download: false to forbid).
+
+Exit status: 0 done; 1 every member stopped on a non-finite loss (the run folder
+keeps their metrics); 2 a user error (arguments, config, overrides, missing or
+corrupt data, an unwritable folder), said in one `error:` line.
 Multi-host: call jax.distributed.initialize() in every process before `run`;
 the batch axis is sharded over jax.devices(), every device of every host.
 """
@@ -128,9 +132,29 @@ def _run(args) -> int:
     out = pathlib.Path(args.out) if args.out else pathlib.Path("runs") / config.name
   print(f"run folder: {out}", file=sys.stderr)
   runner.run(config, out, progress=not args.no_progress)
+  status = 0
   if not args.no_report:
-    return _print_report(lambda: report.report([out], select=args.select), args.select)
-  return 0
+    status = _print_report(lambda: report.report([out], select=args.select), args.select)
+  return max(status, _diverged(config, out))
+
+
+def _diverged(config, out: pathlib.Path) -> int:
+  """Says which members stopped on a non-finite loss; 1 when every trained member did."""
+  import json
+  from experiments import config as cfg_lib
+  statuses = {}
+  for member in cfg_lib.expand(config)[0]:
+    path = out / "members" / member.id / "summary.json"
+    if path.is_file():
+      statuses[member.id] = json.loads(path.read_text()).get("status")
+  diverged = sorted(m for m, s in statuses.items() if s == "nan")
+  if not diverged:
+    return 0
+  every = len(diverged) == len(statuses)
+  print(f"{'error' if every else 'warning'}: {len(diverged)} of {len(statuses)} member(s) "
+        f"stopped on a non-finite loss: {', '.join(diverged)} (see their summary.json)",
+        file=sys.stderr)
+  return 1 if every else 0
 
 
 def _variance(args) -> int:
@@ -208,10 +232,12 @@ def _print_report(make_report, select: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-  """Entry point; returns the exit status (2 for a config or data error)."""
+  """Entry point; returns the exit status: 0 on success, 1 when every member of a run
+  diverged, 2 for a user error (bad arguments, config, override, missing or corrupt
+  data, an unwritable folder), each said in one ``error:`` line."""
   args = _parser().parse_args(argv)
   from experiments.config import ConfigError
-  from experiments.data import MnistNotFoundError
+  from experiments.data import MnistCorruptError, MnistNotFoundError
   try:
     if args.command == "run":
       return _run(args)
@@ -222,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "list":
       return _list()
     return _report(args)
-  except (ConfigError, MnistNotFoundError) as err:
+  except (ConfigError, MnistNotFoundError, MnistCorruptError) as err:
     print(f"error: {err}", file=sys.stderr)
+    return 2
+  except OSError as err:  # e.g. an --out folder that cannot be written
+    print(f"error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}",
+          file=sys.stderr)
     return 2

@@ -206,12 +206,20 @@ class Train(_Schema):
 
 
 class Data(_Schema):
+  """Where MNIST comes from and how it is binarized and split.
+
+  ``dir`` (default ``$GUMBAX_DATA_DIR``, else ``~/.cache/gumbax/mnist``) holds the
+  four IDX files; missing ones are downloaded from ``mirrors`` (default
+  ``experiments.data.MIRRORS``) when ``download`` is true. ``if_missing: skip`` runs
+  the members that need no MNIST when it cannot be had, instead of failing.
+  """
   dir: Optional[str] = None
   binarization: Literal["fixed", "dynamic"] = "fixed"
   binarization_seed: int = 0
   validation_size: Annotated[int, Field(ge=0)] = 10000
   train_examples: Optional[PositiveInt] = None
   download: bool = True
+  mirrors: Optional[list[str]] = None
   if_missing: Literal["error", "skip"] = "error"
 
 
@@ -299,7 +307,12 @@ def parse_overrides(overrides: list[str]) -> dict:
       node = node.setdefault(part, {})
       if not isinstance(node, dict):
         raise ConfigError(f"Override {item!r} conflicts with another override of {part!r}.")
-    node[leaf] = yaml.safe_load(value) if value else None
+    try:
+      node[leaf] = yaml.safe_load(value) if value else None
+    except yaml.YAMLError as err:
+      problem = " ".join(str(getattr(err, "problem", None) or err).split())
+      raise ConfigError(f"Override {item!r}: the value {value!r} is not valid YAML ({problem}); "
+                        "quote it for the shell, e.g. 'sweep.seeds=[0,1]'.") from None
   return result
 
 

@@ -46,7 +46,7 @@ _NOT_MODEL_SETTINGS = frozenset({"name", "distribution", "num_latents", "num_cla
                                  "eval_samples", "final_eval_samples", "eval_examples",
                                  "final_eval_examples", "variance_samples"})
 # Data settings that say where the data comes from, not which data a model trains on.
-_NOT_DATA_SETTINGS = frozenset({"dir", "download", "if_missing"})
+_NOT_DATA_SETTINGS = frozenset({"dir", "download", "mirrors", "if_missing"})
 
 
 @dataclasses.dataclass
@@ -361,6 +361,20 @@ def comparison_table(members: list[Member]) -> tuple[list[str], list[list[str]]]
   return header, rows
 
 
+def markdown_tables(members: list[Member]) -> str:
+  """:func:`comparison_table` as Markdown, one table per task name (``summary["task"]``,
+  e.g. ``toy-bernoulli-t0.45``, ``vae-categorical-20x10``) when there are several, each
+  under a ``### name`` heading with only the columns its members have; variants of one
+  task (another prior, other widths) stay rows of one table."""
+  by_task = collections.defaultdict(list)
+  for member in members:
+    by_task[str(member.summary.get("task"))].append(member)
+  if len(by_task) == 1:
+    return _markdown(*comparison_table(members))
+  return "\n".join(f"### {task}\n\n" + _markdown(*comparison_table(by_task[task]))
+                   for task in sorted(by_task))
+
+
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
   def line(cells):
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
@@ -409,7 +423,8 @@ def select_by(members: list[Member], metric: str) -> tuple[list[GroupKey], list[
 
 def write_tables(members: list[Member], out_dir: str | Path, *,
                  stem: str = "table") -> tuple[Path, Path]:
-  """Writes ``<stem>.md`` (formatted) and ``<stem>.csv`` (numeric mean/std columns).
+  """Writes ``<stem>.md`` (formatted, one table per task: :func:`markdown_tables`) and
+  ``<stem>.csv`` (one table, numeric mean/std columns, empty where a task has no value).
 
   Returns:
     ``(md_path, csv_path)``.
@@ -417,7 +432,7 @@ def write_tables(members: list[Member], out_dir: str | Path, *,
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   md_path, csv_path = out_dir / f"{stem}.md", out_dir / f"{stem}.csv"
-  md_path.write_text(_markdown(*comparison_table(members)), encoding="utf-8")
+  md_path.write_text(markdown_tables(members), encoding="utf-8")
   names, records = _group_stats(members)
   header = ["task", "estimator", "temperature", "temperature_schedule", "learning_rate",
             "lr_decay", "train", "seeds", "status", "eval_samples"]
@@ -527,7 +542,14 @@ def _draw(path: Path, title: str, panels: list[tuple[str, str, Extract]],
   import matplotlib.pyplot as plt
   ncols = min(len(drawn), 3)
   nrows = math.ceil(len(drawn) / ncols)
-  fig, axes = plt.subplots(nrows, ncols, squeeze=False, figsize=(5.2 * ncols, 3.8 * nrows),
+  shown = sorted({label for _, _, curves in drawn for label, _ in curves}, key=list(styles).index)
+  # The legend sits below the panels: wide enough for its longest label (about 0.08
+  # inch a character at this font size), in two columns where that fits the panels.
+  longest = max(len(label) for label in shown)
+  legend_cols = 2 if len(shown) > 1 and 2 * (0.08 * longest + 0.6) <= 5.2 * ncols else 1
+  width = max(5.2 * ncols, legend_cols * (0.08 * longest + 0.6))
+  height = 3.8 * nrows + 0.25 * math.ceil(len(shown) / legend_cols) + 0.3
+  fig, axes = plt.subplots(nrows, ncols, squeeze=False, figsize=(width, height),
                            layout="constrained")
   for ax, (panel_title, ylabel, curves) in zip(axes.flat, drawn):
     for label, (steps, mean, lo, hi) in curves:
@@ -543,10 +565,8 @@ def _draw(path: Path, title: str, panels: list[tuple[str, str, Extract]],
       ax.set_yscale("log")
   for ax in axes.flat[len(drawn):]:
     ax.remove()
-  shown = sorted({label for _, _, curves in drawn for label, _ in curves}, key=list(styles).index)
   handles = [matplotlib.lines.Line2D([], [], **styles[label]) for label in shown]
-  fig.legend(handles, shown, loc="outside lower center", ncols=min(len(shown), 2),
-             fontsize="small")
+  fig.legend(handles, shown, loc="outside lower center", ncols=legend_cols, fontsize="small")
   fig.suptitle(title)
   fig.savefig(path, dpi=100)
   plt.close(fig)
@@ -567,7 +587,8 @@ def write_plots(members: list[Member], out_dir: str | Path) -> list[Path]:
   groups of one task with other model or data settings share its plots, their legend
   naming the settings. Curves are the mean over a group's seeds at the steps all seeds
   logged, with a shaded min-max band; the train loss is smoothed per seed by an EMA (``EMA_ALPHA``).
-  Gradient variance uses a log y-axis and drops non-positive values. A plot with
+  Gradient variance uses a log y-axis and drops non-positive values. The temperature
+  plot shows only the groups whose temperature changes during training. A plot with
   nothing to draw is not written.
 
   Returns:
@@ -591,9 +612,12 @@ def write_plots(members: list[Member], out_dir: str | Path) -> list[Path]:
     for name, title, task_panels, logy in jobs:
       if _draw(plot_dir / name, title, task_panels, task_groups, labels, logy):
         written.append(plot_dir / name)
+  # Only the schedules that change: a constant temperature is in the table already.
   temperature = [("temperature", "temperature", lambda m: _series(m, "train", "temperature"))]
-  if _draw(plot_dir / "temperature.png", "Temperature schedules", temperature, groups,
-           _labels(groups, with_task=True)):
+  annealed = {k: ms for k, ms in groups.items()
+              if any(len(set(_series(m, "train", "temperature").values())) > 1 for m in ms)}
+  if annealed and _draw(plot_dir / "temperature.png", "Temperature schedules", temperature,
+                        annealed, _labels(annealed, with_task=True)):
     written.append(plot_dir / "temperature.png")
   return written
 

@@ -28,7 +28,7 @@ import gumbax
 from experiments import config as cfg_lib
 from experiments import data as data_lib
 from experiments import io
-from experiments.tasks import make_task
+from experiments.tasks import MNIST_TASKS, make_task
 
 __all__ = ["run"]
 
@@ -320,6 +320,11 @@ def _same_config(saved: pathlib.Path, config: cfg_lib.Config) -> bool:
 def run(config: cfg_lib.Config, run_dir: str | pathlib.Path, *, progress: bool = True) -> pathlib.Path:
   """Trains every member of ``config`` into ``run_dir`` (resuming what is there).
 
+  Every task is built (and its data loaded or downloaded) before anything is
+  written, so a run that fails before training leaves no run folder behind. With
+  ``data.if_missing: skip`` the members whose data is missing are skipped with one
+  line on stderr, and the data is looked for (and downloaded) once per run.
+
   Args:
     config: a validated config (``experiments.config.load``).
     run_dir: the run folder; an existing one must hold the same resolved config.
@@ -327,6 +332,12 @@ def run(config: cfg_lib.Config, run_dir: str | pathlib.Path, *, progress: bool =
 
   Returns:
     ``run_dir`` as a path.
+
+  Raises:
+    experiments.config.ConfigError: ``run_dir`` holds a run of another config.
+    experiments.data.MnistNotFoundError: MNIST is missing, cannot be downloaded and
+      ``data.if_missing`` is ``error``.
+    experiments.data.MnistCorruptError: an MNIST file is corrupt or truncated.
   """
   run_dir = pathlib.Path(run_dir)
   saved = run_dir / "config.yaml"
@@ -334,25 +345,44 @@ def run(config: cfg_lib.Config, run_dir: str | pathlib.Path, *, progress: bool =
     raise cfg_lib.ConfigError(
         f"{run_dir} holds a run of a different config ({saved}); resume it with the same "
         "config and overrides, or choose another output folder with --out.")
-  io.write_atomic(saved, cfg_lib.to_yaml(config))
   members, skipped = cfg_lib.expand(config)
   for note in skipped:
     _say(note)
   groups: dict[str, list[cfg_lib.Member]] = {}
   for m in members:
     groups.setdefault(m.group if config.seeds_vectorized else m.id, []).append(m)
-  mesh = Mesh(np.array(jax.devices()), ("data",))
-  programs: dict[str, _Program] = {}  # one compiled program serves the seeds of a group
+  programs = _programs([group[0] for group in groups.values()], config.data.if_missing)
+  io.write_atomic(saved, cfg_lib.to_yaml(config))
   for group in groups.values():
-    name = group[0].group
-    if name not in programs:
-      try:
-        task = make_task(group[0].config)
-      except data_lib.MnistNotFoundError as err:
-        if config.data.if_missing == "error":
-          raise
-        _say(f"[{name}] skipped (data.if_missing: skip): {err}")
-        continue
-      programs[name] = _Program(group[0].config, task, mesh)
-    _train_group(programs[name], group, run_dir, progress)
+    if group[0].group in programs:
+      _train_group(programs[group[0].group], group, run_dir, progress)
   return run_dir
+
+
+def _programs(firsts: list[cfg_lib.Member], if_missing: str) -> dict[str, _Program]:
+  """One program per member group (keyed by group name); a group whose data is
+  missing is left out when ``if_missing == "skip"`` (said once, in one line)."""
+  mesh = Mesh(np.array(jax.devices()), ("data",))
+  programs: dict[str, _Program] = {}
+  missing: list[str] = []
+  error: data_lib.MnistNotFoundError | None = None
+  for member in firsts:
+    name = member.group
+    if name in programs or name in missing:
+      continue
+    if error is not None and member.config.task.name in MNIST_TASKS:
+      missing.append(name)  # looked for once: the same data would be missing again
+      continue
+    try:
+      task = make_task(member.config)
+    except data_lib.MnistNotFoundError as err:
+      if if_missing == "error":
+        raise
+      error = err
+      missing.append(name)
+      continue
+    programs[name] = _Program(member.config, task, mesh)
+  if error is not None:
+    _say(f"skipped {len(missing)} member group(s) ({', '.join(missing)}): {error.summary} "
+         "(data.if_missing: skip)")
+  return programs

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from experiments.tasks.base import Task
 
-__all__ = ["Task", "make_task"]
+__all__ = ["MNIST_TASKS", "Task", "make_task"]
+
+MNIST_TASKS = ("vae", "structured_output")  # the tasks that train on MNIST
 
 
 def _classes() -> dict[str, type[Task]]:

@@ -61,16 +61,19 @@ def bernoulli_log_likelihood(logits: jax.Array, x: jax.Array) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=4)
-def _splits(data_dir, binarization, binarization_seed, validation_size, download):
+def _splits(data_dir, binarization, binarization_seed, validation_size, download, mirrors):
   return data_lib.load_splits(data_dir, binarization=binarization,
                               binarization_seed=binarization_seed,
-                              validation_size=validation_size, download=download)
+                              validation_size=validation_size, download=download,
+                              mirrors=mirrors)
 
 
 def load(data_config):
   """The MNIST splits a data config asks for (cached per process)."""
   c = data_config
-  splits = _splits(c.dir, c.binarization, c.binarization_seed, c.validation_size, c.download)
+  mirrors = tuple(c.mirrors) if c.mirrors is not None else data_lib.MIRRORS
+  splits = _splits(c.dir, c.binarization, c.binarization_seed, c.validation_size, c.download,
+                   mirrors)
   train = splits.train[:c.train_examples] if c.train_examples else splits.train
   return train, {"valid": splits.valid, "test": splits.test}
 
