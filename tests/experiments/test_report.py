@@ -327,11 +327,29 @@ def test_csv_columns_parse_back(run_dir: Path, tmp_path: Path):
 
 def test_markdown_table_shape(run_dir: Path, tmp_path: Path):
   md_path, _ = rp.write_tables(rp.load_run(run_dir), tmp_path)
-  lines = md_path.read_text(encoding="utf-8").strip().splitlines()
-  assert len(lines) == 2 + 4  # Header, separator, one row per group.
-  assert set(lines[1].replace(" ", "")) == set("|-")
-  widths = {line.count(" | ") for line in lines}
-  assert len(widths) == 1 and widths.pop() == 5 + len(FINAL_KEYS) + 2 - 1
+  sections = md_path.read_text(encoding="utf-8").strip().split("\n\n### ")
+  assert [s.splitlines()[0].removeprefix("### ") for s in sections] == list(TASKS)
+  for section in sections:  # heading, blank, header, separator, one row per estimator
+    lines = section.splitlines()[2:]
+    assert len(lines) == 2 + 2
+    assert set(lines[1].replace(" ", "")) == set("|-")
+    widths = {line.count(" | ") for line in lines}
+    assert len(widths) == 1 and widths.pop() == 5 + len(FINAL_KEYS) + 2 - 1
+
+
+def test_markdown_has_one_table_per_task_with_its_own_columns(tmp_path: Path):
+  run = tmp_path / "run"
+  _write_member(run, "toy", "rloo", 0, final={"train/loss": 0.2, "train/exact_loss": 0.25})
+  _write_member(run, "vae", "rloo", 0, final={"test/nll": 101.0, "test/kl": 12.0})
+  text = rp.write_tables(rp.load_run(run), tmp_path / "out")[0].read_text()
+  toy, vae = text.split("### ")[1:]
+  assert toy.startswith("toy\n") and vae.startswith("vae\n")
+  assert "train/exact_loss" in toy and "test/nll" not in toy
+  assert "test/kl" in vae and "train/exact_loss" not in vae
+  # One task: one table, no heading (as before).
+  _write_member(tmp_path / "one", "vae", "rloo", 0, final={"test/nll": 101.0})
+  assert not rp.write_tables(rp.load_run(tmp_path / "one"), tmp_path / "o1")[0].read_text(
+      ).startswith("#")
 
 
 def _assert_png(path: Path):
@@ -548,3 +566,26 @@ def test_eval_samples_column(tmp_path):
   # Without any m (toy alone) the column is left out.
   header, _ = rp.comparison_table([m for m in rp.load_run(run) if m.summary["task"] == "toy"])
   assert "eval samples (m)" not in header
+
+
+def test_temperature_plot_only_for_schedules_that_change(tmp_path: Path, monkeypatch):
+  constant = [{"step": s, "split": "train", "loss": 1.0, "temperature": 1.0} for s in (10, 20)]
+  annealed = [{"step": s, "split": "train", "loss": 1.0, "temperature": 1.0 - s / 100}
+              for s in (10, 20)]
+  _write_member(tmp_path / "flat", "toy", "rloo", 0, rows=constant)
+  paths = rp.write_plots(rp.load_run(tmp_path / "flat"), tmp_path / "flat_out")
+  assert "temperature.png" not in [p.name for p in paths]
+  import matplotlib.pyplot as plt
+  figures = []
+  monkeypatch.setattr(plt, "close", figures.append)
+  _write_member(tmp_path / "mixed", "toy", "rloo", 0, rows=constant)
+  _write_member(tmp_path / "mixed", "toy", "gumbel_rao(num_samples=10)", 0, rows=annealed)
+  paths = rp.write_plots(rp.load_run(tmp_path / "mixed"), tmp_path / "mixed_out")
+  assert "temperature.png" in [p.name for p in paths]
+  (legend,) = figures[-1].legends
+  assert [t.get_text() for t in legend.get_texts()] == ["gumbel_rao(num_samples=10)"]
+  # The legend fits: the figure is at least as wide as the legend drawn in it.
+  fig = figures[-1]
+  fig.canvas.draw()
+  box = legend.get_window_extent()
+  assert box.x0 >= 0 and box.x1 <= fig.bbox.width + 1

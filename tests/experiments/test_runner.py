@@ -138,7 +138,14 @@ sweep: {tasks: [{name: toy, target: .nan}, {name: toy, target: 0.45}]}
   assert bad["status"] == "nan" and "nan at step 1" in bad["message"]
   assert "metrics.jsonl" in bad["message"] and "nan at step 1" in capsys.readouterr().err
   rows = io.read_jsonl(tmp_path / "run" / "members" / bad["member"] / "metrics.jsonl")
-  assert [r["step"] for r in rows] == [10] and np.isnan(rows[0]["loss"])
+  # Strict JSON: the NaN loss is null and named in "nonfinite"; a parser that
+  # refuses NaN/Infinity (as jq does) reads every line.
+  assert [r["step"] for r in rows] == [10] and rows[0]["loss"] is None
+  assert rows[0]["nonfinite"]["loss"] == "nan"
+  assert all(rows[0][k] is None for k in rows[0]["nonfinite"])
+  text = (tmp_path / "run" / "members" / bad["member"] / "metrics.jsonl").read_text()
+  for line in text.splitlines():
+    json.loads(line, parse_constant=lambda name: pytest.fail(f"non-JSON constant {name}"))
   assert summaries["toy-bernoulli-t0.45-reinforce-seed0"]["status"] == "completed"
 
 
