@@ -71,18 +71,17 @@ class Reinforce(_MultiSample):
   in ``cv["state"]`` and advanced by :meth:`update`; ``"nvil"``, NVIL's
   input-dependent baseline ``c + r_psi(logits)`` (``r_psi`` a per-latent MLP of the
   stop-gradient probabilities, summed over latents, or with ``network="joint"`` one
-  MLP of all of an example's probabilities; trained by the variance objective) with
-  the learning signal divided by ``max(1, sqrt(running variance))`` unless
-  ``normalize=False``. Unbiased (NVIL up to that positive, per-step constant
-  scale of the logits' gradient, which is 1 at initialization); ``num_samples``
-  evaluations of ``f``. Categorical and Bernoulli.
+  MLP of all of an example's probabilities; trained by the variance objective).
+  Unbiased; ``num_samples`` evaluations of ``f``. Categorical and Bernoulli.
 
-  The normalization rescales only this estimator's score term. When the loss has
-  a part whose gradient is added outside the estimator (a VAE's analytic KL), that
-  part is weighted ``sqrt(variance)`` times more than the reconstruction's signal:
-  on the Jang et al. VAE (signal std of tens of nats) this drives the encoder to
-  the prior (KL near 0). Use ``normalize=False`` there; Adam already rescales each
-  parameter's gradient.
+  Mnih & Gregor also divide the learning signal by ``max(1, sqrt(running
+  variance))``; that is ``normalize=True``, off by default. It rescales only this
+  estimator's score term (unbiased up to that positive, per-step scale, 1 at
+  initialization). When the loss has a part whose gradient is added outside the
+  estimator (a VAE's analytic KL), that part is then weighted ``sqrt(variance)``
+  times more than the reconstruction's signal: on an MNIST VAE (signal std of tens
+  of nats) this drives the encoder to the prior (KL near 0). Adam already rescales
+  each parameter's gradient, so the default leaves the signal as it is.
 
   Attributes:
     num_samples: samples per call (>= 1), evaluated in one vmapped call of ``f``.
@@ -95,7 +94,8 @@ class Reinforce(_MultiSample):
       to Mnih & Gregor's MLP of the input; ``init`` must get logits with one
       leading batch axis).
     normalize: NVIL only: divide the learning signal by
-      ``max(1, sqrt(running variance))`` (Mnih & Gregor's variance normalization).
+      ``max(1, sqrt(running variance))`` (Mnih & Gregor's variance normalization;
+      off by default, see above).
 
   References:
     Williams, Simple Statistical Gradient-Following Algorithms for Connectionist
@@ -112,7 +112,7 @@ class Reinforce(_MultiSample):
   decay: float = 0.99
   hidden: int = 32
   network: str = "per_latent"
-  normalize: bool = True
+  normalize: bool = False
 
   def __post_init__(self):
     super().__post_init__()
