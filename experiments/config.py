@@ -145,13 +145,15 @@ class EstimatorSpec(_Schema):
   (e.g. plain and annealed straight-through in one sweep); ``optimizer`` replaces
   the fields it sets of the config's optimizer section (e.g. ``{decay_rate: 1.0}``,
   no decay for this estimator alone); ``label`` names it in folders and tables
-  (default: ``name(option=value, ...)``).
+  (default: ``name(option=value, ...)``); ``tasks`` limits it to the sweep's tasks of
+  those names (e.g. ``[toy]``; default: every task it can train).
   """
   name: str = "relaxed"
   options: dict[str, Any] = {}
   temperature: Optional[Temperature] = None
   optimizer: Optional[OptimizerOverride] = None
   label: Optional[str] = None
+  tasks: Optional[list[Literal["toy", "vae", "structured_output"]]] = None
 
   @pydantic.model_validator(mode="before")
   @classmethod
@@ -392,7 +394,10 @@ def validate(raw: dict, source: str = "<dict>") -> Config:
     if config.sweep.learning_rates and spec.optimizer and spec.optimizer.learning_rate:
       problems.append(f"  estimator {spec.title}: sets optimizer.learning_rate and the sweep sets "
                       "learning_rates; give the rate in one place")
-    if all(incompatibility(t, spec, config.temperature) for t in tasks):
+    if spec.tasks is not None and not any(t.name in spec.tasks for t in tasks):
+      problems.append(f"  estimator {spec.title}: tasks {spec.tasks} names none of the "
+                      f"sweep's tasks {sorted({t.name for t in tasks})}")
+    elif all(incompatibility(t, spec, config.temperature) for t in tasks):
       problems.append(f"  estimator {spec.title}: fits none of the tasks: {incompatibility(tasks[0], spec, config.temperature)}")
   if problems:
     raise ConfigError(f"Invalid config {source}:\n" + "\n".join(problems))
@@ -485,6 +490,8 @@ def expand(config: Config) -> tuple[list[Member], list[str]]:
   seeds = sweep.seeds if sweep.seeds is not None else [config.seed]
   members, skipped, seen = [], [], set()
   for task, spec, temp, lr, seed in itertools.product(tasks, specs, temps, lrs, seeds):
+    if spec.tasks is not None and task.name not in spec.tasks:
+      continue  # the entry asks for other tasks only
     reason = incompatibility(task, spec, config.temperature)
     if reason:
       note = f"skipped {task.name}/{task.distribution} x {spec.title}: {reason}"

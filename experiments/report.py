@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 import numpy as np
 
 from experiments import config as cfg_lib
+from experiments.tasks import MNIST_TASKS
 
 _LINESTYLES = ("-", "--", ":", "-.")
 EMA_ALPHA = 0.1  # train-loss smoothing: s_t = a * x_t + (1 - a) * s_{t-1}, per logged row
@@ -164,8 +165,8 @@ def task_text(summary: dict) -> Any:
   model or data setting of its config that the name leaves out and that differs from
   its schema's default, e.g. ``vae-bernoulli-200-prior=learned``,
   ``vae-categorical-20x10-encoder=256_128`` or ``vae-bernoulli-200-binarization=dynamic``.
-  Evaluation settings (``eval_samples``, ...) and where the data is read from
-  (``data.dir``, ...) are left out. Summaries without the task's hyperparameters give
+  Evaluation settings (``eval_samples``, ...), where the data is read from
+  (``data.dir``, ...) and data settings of tasks without data (toy) are left out. Summaries without the task's hyperparameters give
   the bare name.
   """
   name = summary.get("task")
@@ -175,7 +176,8 @@ def task_text(summary: dict) -> Any:
   if schema is None:
     return name
   parts = [str(name)]
-  data = hyperparameters.get("data")
+  # Data settings name the data a model trains on; the toy task has none.
+  data = hyperparameters.get("data") if hyper.get("name") in MNIST_TASKS else None
   for settings, values, skip in ((schema, hyper, _NOT_MODEL_SETTINGS),
                                  (cfg_lib.Data, data if isinstance(data, dict) else {},
                                   _NOT_DATA_SETTINGS)):

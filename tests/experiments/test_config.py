@@ -221,3 +221,17 @@ sweep:
   assert len(skipped) == 1 and "slope_st" in skipped[0] and "toy" in skipped[0]
   slope_member = next(m for m in members if "slope_st" in m.id)
   assert slope_member.config.temperature.slope
+
+
+def test_an_estimator_entry_can_be_limited_to_some_tasks(tmp_path):
+  path = tmp_path / "c.yaml"
+  path.write_text("name: c\nsweep:\n  tasks: [{name: toy}, {name: vae}]\n"
+                  "  estimators: [relaxed, {name: rebar, tasks: [toy]}]\n")
+  members, _ = cfg_lib.expand(cfg_lib.load(path))
+  assert sorted(m.id for m in members) == [
+      "toy-bernoulli-t0.45-rebar-seed0", "toy-bernoulli-t0.45-relaxed-seed0",
+      "vae-categorical-20x10-relaxed-seed0"]
+  with pytest.raises(cfg_lib.ConfigError, match="names none of the sweep's tasks"):
+    cfg_lib.load(path, ["sweep.estimators=[{name: rebar, tasks: [structured_output]}]"])
+  with pytest.raises(cfg_lib.ConfigError, match="sweep.estimators.0.tasks.0"):
+    cfg_lib.load(path, ["sweep.estimators=[{name: rebar, tasks: [toys]}]"])

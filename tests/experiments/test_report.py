@@ -589,3 +589,12 @@ def test_temperature_plot_only_for_schedules_that_change(tmp_path: Path, monkeyp
   fig.canvas.draw()
   box = legend.get_window_extent()
   assert box.x0 >= 0 and box.x1 <= fig.bbox.width + 1
+
+
+def test_task_text_leaves_out_data_settings_of_a_task_without_data():
+  data = {"validation_size": 0, "binarization": "dynamic"}
+  toy = {"task": "toy-bernoulli-t0.45", "hyperparameters": {"task": {"name": "toy"}, "data": data}}
+  vae = {"task": "vae-bernoulli-200",
+         "hyperparameters": {"task": {"name": "vae", "distribution": "bernoulli"}, "data": data}}
+  assert rp.task_text(toy) == "toy-bernoulli-t0.45"
+  assert rp.task_text(vae) == "vae-bernoulli-200-binarization=dynamic-validation_size=0"
