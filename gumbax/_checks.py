@@ -1,7 +1,9 @@
 """Eager validation of static arguments and shared dtype rules (private).
 
-Everything here runs at trace time on static information only (shapes, dtypes,
-Python numbers), so it works unchanged under ``jit``, ``vmap`` and ``grad``.
+Everything here runs at trace time, on static information (shapes, dtypes) and on
+values only where they are concrete (Python and NumPy numbers, concrete
+``jax.Array`` s; see :func:`is_concrete`), so it works unchanged under ``jit``,
+``vmap`` and ``grad``, where traced values are left unchecked.
 """
 
 from __future__ import annotations
@@ -63,25 +65,123 @@ def category_axis(axis: Any, ndim: int, name: str = "logits") -> int:
   return int(axis) % ndim
 
 
-def check_positive_static(value: Any, name: str) -> None:
-  """Raises ValueError if a static (Python / NumPy) value is not strictly positive.
+def is_concrete(x: Any) -> bool:
+  """Whether ``x`` holds values that can be read on the host now.
 
-  Traced values and JAX arrays are not inspected (that would need a host sync);
-  the functions document what they do with non-positive traced values.
+  True for Python numbers, NumPy scalars and arrays, (nested lists of) these, and
+  concrete ``jax.Array`` s, including constants closed over by a ``jit`` -ed function;
+  False when any leaf is a tracer (an argument of a function under ``jit``, ``vmap``
+  or ``grad``) or an array that is not fully addressable from this process. Reading a
+  concrete ``jax.Array`` waits for it to be computed (a device-to-host sync), which
+  is what eager calls pay for their checks.
   """
-  if isinstance(value, jax.Array) or isinstance(value, jax.core.Tracer):
+  for leaf in jax.tree_util.tree_leaves(x):
+    if isinstance(leaf, jax.core.Tracer):
+      return False
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+      return False
+  return True
+
+
+def _show(value: Any, arr: np.ndarray) -> str:
+  """A short description of a scalar value for error messages."""
+  if isinstance(value, (numbers.Number, np.generic)):
+    return repr(value)
+  return f"{arr.item()!r} (as a {type(value).__name__} of dtype {arr.dtype})"
+
+
+def check_positive_static(value: Any, name: str) -> None:
+  """Raises unless a concrete ``value`` is real, finite and strictly positive.
+
+  Checks Python numbers, NumPy scalars and arrays, lists of numbers and concrete
+  ``jax.Array`` s alike (every entry of an array must pass); traced values (under
+  ``jit``, ``vmap``, ``grad``) cannot be inspected and are not checked: the
+  functions document what they do with non-positive or NaN traced values.
+  """
+  if not is_concrete(value):
     return
   if isinstance(value, bool):
     raise TypeError(f"`{name}` must be a positive number or array; got the bool {value!r}.")
-  if isinstance(value, (numbers.Real, np.ndarray, np.generic)):
+  if not isinstance(value, (numbers.Number, np.ndarray, np.generic, jax.Array, list, tuple)):
+    return
+  try:
     arr = np.asarray(value)
-    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-      raise TypeError(f"`{name}` must be real-valued; got dtype {arr.dtype}.")
-    if arr.size and not np.all(arr > 0):
-      bad = repr(value) if arr.ndim == 0 else f"non-positive entries {arr[~(arr > 0)].ravel()[:3].tolist()}"
-      raise ValueError(
-          f"`{name}` must be > 0 (a temperature); got {bad}. Use a small positive "
-          "value such as 0.1 for a nearly discrete sample.")
+  except (TypeError, ValueError):
+    return  # ragged lists and the like: left to jnp.asarray's own error
+  if (arr.dtype == bool or not np.issubdtype(arr.dtype, np.number)
+      or np.issubdtype(arr.dtype, np.complexfloating)) and not _is_ml_float(arr.dtype):
+    raise TypeError(f"`{name}` must be real-valued; got dtype {arr.dtype}.")
+  arr = arr.astype(np.float64)
+  ok = np.isfinite(arr) & (arr > 0)
+  if arr.size and not np.all(ok):
+    if arr.ndim == 0:
+      bad = _show(value, arr)
+    else:
+      entries = arr[~ok].ravel()
+      bad = (f"{entries.size} non-positive or non-finite entries of {arr.size} in a "
+             f"{type(value).__name__} of shape {arr.shape}, e.g. {entries[:3].tolist()}")
+    raise ValueError(
+        f"`{name}` must be > 0 and finite (a temperature); got {bad}. Use a small "
+        "positive value such as 0.1 for a nearly discrete sample.")
+
+
+def _is_ml_float(dtype: np.dtype) -> bool:
+  """bfloat16 and friends, which NumPy does not count as np.number."""
+  try:
+    return bool(jnp.issubdtype(dtype, jnp.floating))
+  except TypeError:
+    return False
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _row_stats(logits: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+  """Per row along ``axis``: whether it holds a NaN, and its number of finite-or-+inf
+  (unmasked) categories."""
+  return (jnp.any(jnp.isnan(logits), axis=axis),
+          jnp.sum(logits > -jnp.inf, axis=axis, dtype=jnp.int32))
+
+
+def check_rows(raw_logits: Any, axis: int, *, k: int | None = None,
+               name: str = "logits") -> None:
+  """Refuses concrete categorical logits with a degenerate row (or too few categories).
+
+  A row (the entries along ``axis``) is degenerate when it holds a NaN or every
+  entry is ``-inf``: it defines no distribution. With ``k``, also refuses rows with
+  fewer than ``k`` unmasked (not ``-inf``) categories (``gumbel_top_k``). Traced
+  logits are not checked; the samplers then return NaN rows (``-1`` indices for
+  ``gumbel_top_k``).
+
+  Args:
+    raw_logits: the logits as the caller passed them (concreteness is judged on
+      them, before any conversion).
+    axis: the normalized category axis.
+    k: the number of categories that must be unmasked in every row, if any.
+    name: the argument's name for messages.
+  """
+  if not is_concrete(raw_logits):
+    return
+  with jax.ensure_compile_time_eval():
+    has_nan, unmasked = jax.device_get(_row_stats(jnp.asarray(raw_logits), axis))
+  where = lambda mask: tuple(int(i) for i in np.argwhere(mask)[0])
+  if np.any(has_nan):
+    raise ValueError(
+        f"`{name}` has a row with NaN along the category axis {axis}, at batch index "
+        f"{where(has_nan)} (the index into the shape without axis {axis}); a "
+        f"categorical distribution needs NaN-free logits. ({int(np.sum(has_nan))} such "
+        "row(s). Traced logits are not checked: such rows give NaN samples.)")
+  if np.any(unmasked == 0):
+    raise ValueError(
+        f"`{name}` has a row whose every entry is -inf (masked) along the category "
+        f"axis {axis}, at batch index {where(unmasked == 0)} (the index into the shape "
+        f"without axis {axis}); at least one category per row must be unmasked. "
+        f"({int(np.sum(unmasked == 0))} such row(s). Traced logits are not checked: "
+        "such rows give NaN samples.)")
+  if k is not None and unmasked.size and k > int(np.min(unmasked)):
+    raise ValueError(
+        f"`k`={k} exceeds the number of unmasked (not -inf) categories of some row of "
+        f"`{name}`: the smallest count along axis {axis} is {int(np.min(unmasked))}, at "
+        f"batch index {where(unmasked == np.min(unmasked))}. Gumbel-top-k samples "
+        "without replacement, so k must be at most that count.")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -125,6 +225,11 @@ def temperature_array(temperature: Any, batch_shape: tuple[int, ...],
     ``MIN_TEMPERATURE`` (1e-10), traced non-positive and NaN ones included, are
     replaced by it and get zero gradient, so the relaxed sample becomes the hard one
     and no NaN or inf appears.
+
+  Raises:
+    ValueError: a concrete temperature (Python or NumPy number or array, concrete
+      ``jax.Array``) with an entry that is <= 0, NaN or infinite, or a shape that does
+      not broadcast to ``batch_shape``. Traced temperatures are not checked.
   """
   check_positive_static(temperature, "temperature")
   tau = jnp.asarray(temperature)

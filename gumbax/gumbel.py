@@ -1,7 +1,9 @@
 """Gumbel noise, its density and CDF, Gumbel-max, Gumbel-top-k and conditional Gumbels.
 
 All samplers draw their noise in float32 (float64 for float64 inputs) whatever the
-output dtype and cast once at the end, so no sample is ever infinite or NaN.
+output dtype and cast once at the end, so no sample is ever infinite or NaN (for
+categorical logits: none from a row with at least one unmasked, NaN-free category;
+see :func:`gumbel_max` for degenerate rows).
 """
 
 from __future__ import annotations
@@ -114,14 +116,36 @@ def perturb(key: ArrayLike, logits: jax.Array, dtype: np.dtype) -> jax.Array:
   return logits.astype(cdtype) + jax.random.gumbel(key, logits.shape, cdtype, mode="low")
 
 
+def one_hot_argmax(scores: jax.Array, axis: int, dtype: Any) -> jax.Array:
+  """One-hot ``argmax(scores, axis)`` in ``dtype``; degenerate rows are all NaN.
+
+  A row is degenerate when its maximum is not > -inf: every entry is ``-inf`` or one
+  is NaN. (Private helper shared by every hard sampler, so that they agree.)
+  """
+  index = jnp.argmax(scores, axis=axis)
+  one_hot = jax.nn.one_hot(index, scores.shape[axis], dtype=dtype, axis=axis)
+  valid = jnp.max(scores, axis=axis, keepdims=True) > -jnp.inf
+  return jnp.where(valid, one_hot, jnp.asarray(jnp.nan, dtype))
+
+
 def gumbel_max(key: ArrayLike, logits: ArrayLike, *, axis: int = -1) -> jax.Array:
   """Draws a one-hot categorical sample with the Gumbel-max trick.
 
   ``argmax(logits + g)`` with ``g`` standard Gumbel noise is distributed as
   ``Categorical(softmax(logits))``. Logits equal to ``-inf`` mark masked categories,
-  which are never sampled (at least one category per row must be finite). With
-  float32 noise, categories of probability below about 1e-7 are sampled slightly
-  too rarely (the noise's upper tail is truncated near 15.9).
+  which are never sampled. With float32 noise, categories of probability below about
+  1e-7 are sampled slightly too rarely (the noise's upper tail is truncated near
+  15.9).
+
+  Degenerate rows (every logit along ``axis`` is ``-inf``, or one is NaN) define no
+  distribution. Concrete logits (NumPy, Python, a concrete ``jax.Array``) holding one
+  are refused with a ``ValueError``; traced logits (under ``jit``, ``vmap``,
+  ``grad``) cannot be checked, and such a row of the output is all NaN, so the
+  problem shows up downstream instead of as a plausible-looking sample. Every
+  categorical sampler (:func:`gumbax.gumbel_softmax`, soft and hard,
+  :func:`gumbax.log_gumbel_softmax`, :func:`gumbax.straight_through`,
+  :func:`gumbel_top_k`) does the same, so ``gumbel_softmax(..., hard=True)`` equals
+  ``gumbel_max`` with the same key on every row, degenerate ones included.
 
   Args:
     key: a PRNG key.
@@ -129,7 +153,11 @@ def gumbel_max(key: ArrayLike, logits: ArrayLike, *, axis: int = -1) -> jax.Arra
     axis: the category axis.
 
   Returns:
-    A one-hot array of the logits' shape and dtype (no gradient flows through it).
+    A one-hot array of the logits' shape and dtype (no gradient flows through it);
+    all-NaN rows where traced logits are degenerate.
+
+  Raises:
+    ValueError: concrete logits with a row that is all ``-inf`` or holds NaN.
 
   Example:
     >>> b = gumbax.gumbel_max(jax.random.key(0), jnp.log(jnp.array([0.2, 0.8])))
@@ -138,11 +166,11 @@ def gumbel_max(key: ArrayLike, logits: ArrayLike, *, axis: int = -1) -> jax.Arra
     Gumbel, Statistical Theory of Extreme Values, 1954; Maddison, Tarlow, Minka,
     A* Sampling, 2014 (arXiv 1411.0030).
   """
-  logits, dtype = _checks.as_logits(logits)
+  raw, (logits, dtype) = logits, _checks.as_logits(logits)
   axis = _checks.category_axis(axis, logits.ndim)
+  _checks.check_rows(raw, axis)
   scores = perturb(key, jax.lax.stop_gradient(logits), dtype)
-  index = jnp.argmax(scores, axis=axis)
-  return jax.nn.one_hot(index, logits.shape[axis], dtype=dtype, axis=axis)
+  return one_hot_argmax(scores, axis, dtype)
 
 
 def gumbel_top_k(key: ArrayLike, logits: ArrayLike, k: int, *, axis: int = -1) -> jax.Array:
@@ -150,18 +178,34 @@ def gumbel_top_k(key: ArrayLike, logits: ArrayLike, k: int, *, axis: int = -1) -
 
   The indices of the ``k`` largest ``logits + g`` are ``k`` samples without
   replacement from ``Categorical(softmax(logits))``, in the order they would be
-  drawn one by one. Masked (``-inf``) categories come last: if ``k`` exceeds the
-  number of unmasked categories, the trailing indices are masked ones in an
-  unspecified order.
+  drawn one by one. Masked (``-inf``) categories are never drawn, so ``k`` must not
+  exceed the number of unmasked categories of any row: concrete logits (NumPy,
+  Python, a concrete ``jax.Array``) that break this are refused with a
+  ``ValueError``. Traced logits (under ``jit``, ``vmap``, ``grad``) cannot be
+  checked; there, if ``k`` exceeds a row's unmasked count, that row's trailing
+  indices are masked categories in an unspecified order.
+
+  Degenerate rows (all ``-inf``, or holding a NaN) are treated as by
+  :func:`gumbel_max`: refused when the logits are concrete. When traced, the
+  integer output cannot hold NaN, so every index of such a row is ``-1``, which is
+  never a valid category (check ``index >= 0``; note that NumPy-style indexing
+  would read ``-1`` as the last category).
 
   Args:
     key: a PRNG key.
     logits: unnormalized log-probabilities, floating point.
-    k: number of samples, ``1 <= k <= logits.shape[axis]``.
+    k: number of samples, ``1 <= k <= logits.shape[axis]``, and at most the number
+      of unmasked categories in each row.
     axis: the category axis.
 
   Returns:
-    int32 indices; the logits' shape with ``axis`` replaced by ``k``.
+    int32 indices; the logits' shape with ``axis`` replaced by ``k``. Rows of
+    traced degenerate logits are all ``-1``.
+
+  Raises:
+    ValueError: ``k`` out of range; concrete logits with a degenerate row or with a
+      row of fewer than ``k`` unmasked categories (the message gives ``k``, the
+      smallest unmasked count and the axis).
 
   Example:
     >>> idx = gumbax.gumbel_top_k(jax.random.key(0), jnp.zeros(5), 3)
@@ -171,7 +215,7 @@ def gumbel_top_k(key: ArrayLike, logits: ArrayLike, k: int, *, axis: int = -1) -
     Gumbel-Top-k Trick for Sampling Sequences Without Replacement, 2019
     (arXiv 1903.06059).
   """
-  logits, dtype = _checks.as_logits(logits)
+  raw, (logits, dtype) = logits, _checks.as_logits(logits)
   axis = _checks.category_axis(axis, logits.ndim)
   num_classes = logits.shape[axis]
   if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
@@ -180,16 +224,46 @@ def gumbel_top_k(key: ArrayLike, logits: ArrayLike, k: int, *, axis: int = -1) -
     raise ValueError(
         f"`k`={k} must be between 1 and the number of categories along axis {axis}, "
         f"{num_classes}.")
-  scores = perturb(key, jax.lax.stop_gradient(logits), dtype)
-  _, index = jax.lax.top_k(jnp.moveaxis(scores, axis, -1), int(k))
-  return jnp.moveaxis(index.astype(jnp.int32), -1, axis)
+  _checks.check_rows(raw, axis, k=int(k))
+  scores = jnp.moveaxis(perturb(key, jax.lax.stop_gradient(logits), dtype), axis, -1)
+  _, index = jax.lax.top_k(scores, int(k))
+  valid = jnp.max(scores, axis=-1, keepdims=True) > -jnp.inf   # False for NaN rows too
+  index = jnp.where(valid, index.astype(jnp.int32), -1)
+  return jnp.moveaxis(index, -1, axis)
 
 
-def _check_sample(sample: ArrayLike, logits: jax.Array, name: str = "sample") -> jax.Array:
-  sample = jnp.asarray(sample)
+def _check_sample(sample: ArrayLike, logits: jax.Array, axis: int | None,
+                  name: str = "sample") -> jax.Array:
+  """Checks a sample's shape and, when it is concrete, its values.
+
+  ``axis`` is the category axis of a one-hot sample (``conditional_gumbel``), or
+  None for a binary one (``conditional_logistic``). Traced samples are not
+  inspected.
+  """
+  raw, sample = sample, jnp.asarray(sample)
   if sample.shape != logits.shape:
     raise ValueError(
         f"`{name}` must have the logits' shape {logits.shape}; got {sample.shape}.")
+  if _checks.is_concrete(raw):
+    values = np.asarray(jax.device_get(raw))
+    where = lambda mask: tuple(int(i) for i in np.argwhere(mask)[0])
+    binary = (values == 0) | (values == 1)
+    kind = ("one-hot along axis {axis} (in every row exactly one 1 and 0 elsewhere, as "
+            "gumbel_max returns)" if axis is not None else
+            "binary (0 or 1 in every entry, a Bernoulli sample)").format(axis=axis)
+    if not np.all(binary):
+      idx = where(~binary)
+      raise ValueError(
+          f"`{name}` must be {kind}; got the value {values[idx].item()!r} at index {idx} "
+          f"({int(np.sum(~binary))} entries are neither 0 nor 1).")
+    if axis is not None:
+      ones = np.sum(values == 1, axis=axis)
+      if np.any(ones != 1):
+        idx = where(ones != 1)
+        raise ValueError(
+            f"`{name}` must be {kind}; got {int(ones[idx])} ones in the row at batch "
+            f"index {idx} (the index into the shape without axis {axis}); "
+            f"{int(np.sum(ones != 1))} row(s) are not one-hot.")
   return jax.lax.stop_gradient(sample)
 
 
@@ -208,11 +282,18 @@ def conditional_gumbel(key: ArrayLike, logits: ArrayLike, sample: ArrayLike, *,
   Args:
     key: a PRNG key.
     logits: unnormalized log-probabilities, floating point.
-    sample: a one-hot array of the logits' shape (no gradient flows into it).
+    sample: a one-hot array of the logits' shape (no gradient flows into it). A
+      concrete one (NumPy, Python, a concrete ``jax.Array``) is checked; a traced
+      one (under ``jit``, ``vmap``, ``grad``) is not, and there every nonzero entry
+      counts as chosen, so anything but a one-hot row gives a meaningless ``z``.
     axis: the category axis.
 
   Returns:
     ``z`` in the logits' dtype with ``argmax(z, axis) == argmax(sample, axis)``.
+
+  Raises:
+    ValueError: ``sample`` has the wrong shape, or is concrete and not one-hot along
+      ``axis`` (an entry other than 0 or 1, a row without a 1 or with several).
 
   Example:
     >>> b = gumbax.gumbel_max(k1, logits)
@@ -225,7 +306,7 @@ def conditional_gumbel(key: ArrayLike, logits: ArrayLike, sample: ArrayLike, *,
   """
   logits, dtype = _checks.as_logits(logits)
   axis = _checks.category_axis(axis, logits.ndim)
-  chosen = _check_sample(sample, logits) > 0
+  chosen = _check_sample(sample, logits, axis) > 0
   cdtype = _checks.compute_dtype(dtype)
   masked = logits == -jnp.inf
   l = jnp.where(masked, 0.0, logits.astype(cdtype))      # finite stand-in for masked
@@ -255,10 +336,17 @@ def conditional_logistic(key: ArrayLike, logits: ArrayLike, sample: ArrayLike) -
   Args:
     key: a PRNG key.
     logits: Bernoulli logits, floating point.
-    sample: binary array of the logits' shape (no gradient flows into it).
+    sample: binary array of the logits' shape (no gradient flows into it). A
+      concrete one (NumPy, Python, a concrete ``jax.Array``) is checked; a traced
+      one (under ``jit``, ``vmap``, ``grad``) is not, and there every entry > 0
+      counts as 1.
 
   Returns:
     ``z`` in the logits' dtype with ``z > 0`` exactly where ``sample`` is 1.
+
+  Raises:
+    ValueError: ``sample`` has the wrong shape, or is concrete and holds a value
+      other than 0 and 1.
 
   Example:
     >>> b = jax.random.bernoulli(k1, jax.nn.sigmoid(logits))
@@ -269,7 +357,7 @@ def conditional_logistic(key: ArrayLike, logits: ArrayLike, sample: ArrayLike) -
     Backpropagation through the Void, 2018 (arXiv 1711.00123), appendix B.
   """
   logits, dtype = _checks.as_logits(logits)
-  one = _check_sample(sample, logits) > 0
+  one = _check_sample(sample, logits, None) > 0
   cdtype = _checks.compute_dtype(dtype)
   l = logits.astype(cdtype)
   v = _uniform_open(key, logits.shape, cdtype)

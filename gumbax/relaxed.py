@@ -21,7 +21,7 @@ from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
 from gumbax import _checks
-from gumbax.gumbel import perturb
+from gumbax.gumbel import one_hot_argmax, perturb
 
 __all__ = [
     "gumbel_softmax",
@@ -155,12 +155,18 @@ def gumbel_softmax(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
   estimator.
 
   ``-inf`` logits mark masked categories: they get exactly 0 and zero gradient.
-  ``temperature`` may be a Python number (must be > 0, else ``ValueError``) or an
-  array broadcasting against the logits' shape without the category axis
-  (per-example or per-latent, learnable; gradients flow to it). Temperatures below
-  1e-10, including traced ones that are <= 0 or NaN, act as 1e-10, i.e. the limit
-  ``temperature -> 0+``: the output is the one-hot argmax, the temperature gets no
-  gradient, and nothing is NaN.
+  A degenerate row (every logit ``-inf``, or one NaN) is refused with a
+  ``ValueError`` when the logits are concrete and gives an all-NaN row (soft and
+  hard alike) when they are traced, as in :func:`gumbax.gumbel_max`.
+
+  ``temperature`` may be a number or an array broadcasting against the logits'
+  shape without the category axis (per-example or per-latent, learnable; gradients
+  flow to it). A concrete temperature (Python or NumPy number or array, or a
+  concrete ``jax.Array``) must be finite and > 0 in every entry, else
+  ``ValueError``. Traced temperatures (under ``jit``, ``vmap``, ``grad``) cannot be
+  checked: those below 1e-10, including ones that are <= 0 or NaN, act as 1e-10,
+  i.e. the limit ``temperature -> 0+``: the output is the one-hot argmax, the
+  temperature gets no gradient, and nothing is NaN.
 
   Args:
     key: a PRNG key (typed or legacy uint32).
@@ -172,6 +178,10 @@ def gumbel_softmax(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
   Returns:
     A sample of the logits' shape and dtype on the probability simplex.
 
+  Raises:
+    ValueError: a concrete temperature that is not finite and > 0; concrete logits
+      with a degenerate row; shapes or ``axis`` that do not fit.
+
   Example:
     >>> y = gumbax.gumbel_softmax(jax.random.key(0), logits, 0.5)
     >>> b = gumbax.gumbel_softmax(jax.random.key(0), logits, 0.5, hard=True)
@@ -181,14 +191,13 @@ def gumbel_softmax(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
     (arXiv 1611.01144); Maddison, Mnih, Teh, The Concrete Distribution, 2017
     (arXiv 1611.00712).
   """
-  logits, dtype = _checks.as_logits(logits)
+  raw, (logits, dtype) = logits, _checks.as_logits(logits)
   axis = _checks.category_axis(axis, logits.ndim)
+  _checks.check_rows(raw, axis)
   scores = perturb(key, logits, dtype)
   soft = softmax_scores(scores, temperature, axis)
   if hard:
-    index = jnp.argmax(jax.lax.stop_gradient(scores), axis=axis)
-    one_hot = jax.nn.one_hot(index, logits.shape[axis], dtype=soft.dtype, axis=axis)
-    soft = st_combine(one_hot, soft)
+    soft = st_combine(one_hot_argmax(jax.lax.stop_gradient(scores), axis, soft.dtype), soft)
   return soft.astype(dtype)
 
 
@@ -202,8 +211,10 @@ def log_gumbel_softmax(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
   sample. Use it for relaxed densities and KL terms
   (:func:`gumbax.exp_concrete_log_prob`). Values below the most negative finite
   number of the logits' dtype are clipped to it (``exp`` of it is exactly 0), and
-  masked (``-inf``) categories get that value too, so the output is always finite.
-  Temperatures behave as in :func:`gumbel_softmax`.
+  masked (``-inf``) categories get that value too, so the output is finite for every
+  row with an unmasked category. Temperatures and degenerate rows (all ``-inf``, or
+  holding a NaN: ``ValueError`` when concrete, an all-NaN row when traced) behave as
+  in :func:`gumbel_softmax`.
 
   Args:
     key: a PRNG key.
@@ -214,6 +225,9 @@ def log_gumbel_softmax(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
   Returns:
     Log-probabilities (<= 0) of the logits' shape and dtype.
 
+  Raises:
+    ValueError: as :func:`gumbel_softmax`.
+
   Example:
     >>> x = gumbax.log_gumbel_softmax(jax.random.key(0), logits, 0.05)
 
@@ -221,8 +235,9 @@ def log_gumbel_softmax(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
     Maddison, Mnih, Teh, The Concrete Distribution, 2017 (arXiv 1611.00712),
     appendix C (ExpConcrete).
   """
-  logits, dtype = _checks.as_logits(logits)
+  raw, (logits, dtype) = logits, _checks.as_logits(logits)
   axis = _checks.category_axis(axis, logits.ndim)
+  _checks.check_rows(raw, axis)
   scores = perturb(key, logits, dtype)
   x = _tempered_scores(scores, temperature, axis)
   x = x - jnp.log(jnp.sum(jnp.exp(x), axis=axis, keepdims=True))
@@ -246,7 +261,10 @@ def straight_through(key: ArrayLike, logits: ArrayLike, *, temperature=1.0,
   gradient to the logits unchanged (divided by ``temperature``): the Jacobian is
   ``I / temperature`` instead of the softmax's, so the gradient does not vanish
   where the distribution is nearly deterministic (Bengio et al.'s "as if the hard
-  threshold were the identity").
+  threshold were the identity"); masked (``-inf``) categories get zero gradient.
+  Degenerate rows (all ``-inf``, or holding a NaN) behave as in
+  :func:`gumbax.gumbel_max`: ``ValueError`` when the logits are concrete, an
+  all-NaN row when they are traced, whichever ``backward``.
 
   Args:
     key: a PRNG key.
@@ -258,6 +276,9 @@ def straight_through(key: ArrayLike, logits: ArrayLike, *, temperature=1.0,
   Returns:
     A one-hot sample of the logits' shape and dtype.
 
+  Raises:
+    ValueError: as :func:`gumbel_softmax`, or an unknown ``backward``.
+
   Example:
     >>> b = gumbax.straight_through(jax.random.key(0), logits)
 
@@ -265,14 +286,13 @@ def straight_through(key: ArrayLike, logits: ArrayLike, *, temperature=1.0,
     Bengio, Leonard, Courville, Estimating or Propagating Gradients Through
     Stochastic Neurons for Conditional Computation, 2013 (arXiv 1308.3432).
   """
-  logits, dtype = _checks.as_logits(logits)
+  raw, (logits, dtype) = logits, _checks.as_logits(logits)
   axis = _checks.category_axis(axis, logits.ndim)
+  _checks.check_rows(raw, axis)
   cdtype = _checks.compute_dtype(dtype)
   soft = st_backward(logits.astype(cdtype), temperature, backward, axis)
   scores = perturb(key, jax.lax.stop_gradient(logits), dtype)
-  index = jnp.argmax(scores, axis=axis)
-  one_hot = jax.nn.one_hot(index, logits.shape[axis], dtype=cdtype, axis=axis)
-  return st_combine(one_hot, soft).astype(dtype)
+  return st_combine(one_hot_argmax(scores, axis, cdtype), soft).astype(dtype)
 
 
 ST_BACKWARDS = ("softmax", "identity")
@@ -287,7 +307,8 @@ def check_st_backward(backward: str) -> None:
 def st_backward(logits: jax.Array, temperature, backward: str, axis: int | None) -> jax.Array:
   """What plain straight-through differentiates: ``softmax(logits / temperature)``
   (``sigmoid`` for Bernoulli logits, ``axis=None``) or, for ``backward="identity"``,
-  ``logits / temperature`` itself."""
+  ``logits / temperature`` itself (masked ``-inf`` logits read as 0 there, so that
+  they add 0, not NaN, to the forward value and get zero gradient)."""
   check_st_backward(backward)
   if axis is None:
     if backward == "softmax":
@@ -298,7 +319,7 @@ def st_backward(logits: jax.Array, temperature, backward: str, axis: int | None)
   axis = axis % logits.ndim
   batch_shape = logits.shape[:axis] + logits.shape[axis + 1:]
   tau = _checks.temperature_array(temperature, batch_shape, logits.dtype)
-  return logits / jnp.expand_dims(tau, axis)
+  return jnp.where(logits == -jnp.inf, 0.0, logits) / jnp.expand_dims(tau, axis)
 
 
 def relaxed_bernoulli(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
@@ -309,9 +330,11 @@ def relaxed_bernoulli(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
   drawn in float32 (float64 for float64 logits) and the result cast once to the
   logits' dtype. With ``hard=True`` the forward value is exactly ``1[logits + L > 0]``
   (a Bernoulli(sigmoid(logits)) sample) and the gradient is that of the soft sample.
-  ``temperature`` is a Python number > 0 or an array broadcasting to the logits'
-  shape; temperatures below 1e-10 (traced ones <= 0 or NaN included) act as 1e-10
-  (the hard sample, no NaN).
+  ``temperature`` is a number or an array broadcasting to the logits' shape. A
+  concrete one (Python or NumPy number or array, or a concrete ``jax.Array``) must
+  be finite and > 0 in every entry, else ``ValueError``; traced temperatures (under
+  ``jit``, ``vmap``, ``grad``) are not checked, and those below 1e-10 (<= 0 or NaN
+  included) act as 1e-10 (the hard sample, no NaN).
 
   Args:
     key: a PRNG key.
@@ -321,6 +344,10 @@ def relaxed_bernoulli(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
 
   Returns:
     A sample in [0, 1] of the logits' shape and dtype.
+
+  Raises:
+    ValueError: a concrete temperature that is not finite and > 0, or one that does
+      not broadcast to the logits' shape.
 
   Example:
     >>> y = gumbax.relaxed_bernoulli(jax.random.key(0), jnp.zeros(3), 2 / 3)
