@@ -24,35 +24,62 @@ __all__ = [
 ]
 
 
-def _broadcast(sample, logits, sample_name):
-  """Validates a sample and logits; returns them, their broadcast shape, compute dtype."""
+def _as_inputs(sample, logits, sample_name):
+  """Validates a sample's and the logits' dtypes; returns them and the compute dtype."""
   sample = jnp.asarray(sample)
   logits = jnp.asarray(logits)
   _checks.float_dtype(sample, sample_name)
   _checks.float_dtype(logits, "logits")
   cdtype = _checks.compute_dtype(jnp.promote_types(sample.dtype, logits.dtype))
+  return sample, logits, cdtype
+
+
+def _broadcast_shape(sample, logits, sample_name) -> tuple[int, ...]:
+  """The NumPy broadcast of the sample's and the logits' shapes, or a ValueError."""
   try:
-    shape = np.broadcast_shapes(sample.shape, logits.shape)
+    return tuple(np.broadcast_shapes(sample.shape, logits.shape))
   except ValueError:
     raise ValueError(
         f"`{sample_name}` of shape {sample.shape} and `logits` of shape {logits.shape} "
-        "do not broadcast against each other.") from None
-  return sample, logits, tuple(shape), cdtype
+        "do not broadcast against each other (NumPy rules: trailing dimensions are "
+        "aligned and must be equal or 1).") from None
+
+
+def _temperature_shape(temperature, batch_shape, what) -> tuple[int, ...]:
+  """Checks a concrete temperature; returns its broadcast with ``batch_shape``."""
+  _checks.check_positive_static(temperature, "temperature")
+  tau_shape = np.shape(temperature)
+  try:
+    return tuple(np.broadcast_shapes(tau_shape, batch_shape))
+  except ValueError:
+    raise ValueError(
+        f"`temperature` of shape {tau_shape} does not broadcast against {what} "
+        f"{batch_shape}.") from None
 
 
 def _prepare(sample, logits, temperature, axis, sample_name):
-  """Validates and broadcasts a categorical sample, logits and a temperature."""
-  sample, logits, shape, cdtype = _broadcast(sample, logits, sample_name)
+  """Validates and broadcasts a categorical sample, logits and a temperature.
+
+  The sample and the logits broadcast like NumPy arrays; ``axis`` indexes their
+  broadcast shape; the temperature broadcasts against that shape without ``axis``
+  and may add leading batch dimensions. Returns the sample and logits broadcast to
+  the full shape (compute dtype), the temperature with a size-1 category axis, and
+  the category axis in that shape.
+  """
+  sample, logits, cdtype = _as_inputs(sample, logits, sample_name)
+  shape = _broadcast_shape(sample, logits, sample_name)
   axis = _checks.category_axis(axis, len(shape), sample_name)
-  if sample.ndim != len(shape) or logits.ndim != len(shape) or (
-      sample.shape[axis] != logits.shape[axis]):
-    raise ValueError(
-        f"`{sample_name}` of shape {sample.shape} and `logits` of shape {logits.shape} "
-        "must have the same rank and the same number of categories along "
-        f"axis {axis}.")
+  batch = shape[:axis] + shape[axis + 1:]
+  out_batch = _temperature_shape(
+      temperature, batch,
+      f"the broadcast shape of `{sample_name}` and `logits` without the category axis "
+      f"{axis},")
+  new = len(out_batch) - len(batch)          # leading dims added by the temperature
+  axis += new
+  shape = out_batch[:axis] + (shape[axis - new],) + out_batch[axis:]
   sample = jnp.broadcast_to(sample.astype(cdtype), shape)
   logits = jnp.broadcast_to(logits.astype(cdtype), shape)
-  tau = _checks.temperature_array(temperature, shape[:axis] + shape[axis + 1:], cdtype)
+  tau = _checks.temperature_array(temperature, out_batch, cdtype)
   return sample, logits, jnp.expand_dims(tau, axis), axis
 
 
@@ -83,15 +110,23 @@ def exp_concrete_log_prob(x: ArrayLike, logits: ArrayLike, temperature, *,
   with this density on :func:`gumbax.log_gumbel_softmax` samples.
 
   Args:
-    x: log-space sample; broadcasts against ``logits``.
+    x: log-space sample; broadcasts against ``logits`` (NumPy rules, any ranks:
+      a batch of samples against one distribution, one sample against a batch of
+      distributions, or PyTorch's ``sample_shape + batch_shape + (K,)``).
     logits: unnormalized log-probabilities.
     temperature: positive temperature, scalar or array broadcasting against the
-      batch shape (the shape without the category axis).
-    axis: the category axis.
+      batch shape (the broadcast shape without the category axis); it may add
+      leading batch dimensions (a batch of temperatures).
+    axis: the category axis of the broadcast shape.
 
   Returns:
-    The log-density, shape of the broadcast inputs without ``axis``, float32 or
-    wider.
+    The log-density, float32 or wider, of the broadcast shape of the inputs
+    without the category axis (broadcast with the temperature's shape).
+
+  Raises:
+    ValueError: shapes that do not broadcast (the message gives both), a bad
+      ``axis``, or a concrete temperature that is not finite and > 0 (traced
+      temperatures are not checked; those below 1e-10 act as 1e-10).
 
   Example:
     >>> x = gumbax.log_gumbel_softmax(key, logits, 0.1)
@@ -118,15 +153,21 @@ def concrete_log_prob(y: ArrayLike, logits: ArrayLike, temperature, *,
   (``-inf`` logits) are left out.
 
   Args:
-    y: a point of the simplex; broadcasts against ``logits``.
+    y: a point of the simplex; broadcasts against ``logits`` (NumPy rules, any
+      ranks, as in :func:`exp_concrete_log_prob`).
     logits: unnormalized log-probabilities.
     temperature: positive temperature, scalar or array broadcasting against the
-      batch shape.
-    axis: the category axis.
+      batch shape (it may add leading batch dimensions).
+    axis: the category axis of the broadcast shape.
 
   Returns:
-    The log-density, shape of the broadcast inputs without ``axis``, float32 or
-    wider.
+    The log-density, float32 or wider, of the broadcast shape of the inputs
+    without the category axis (broadcast with the temperature's shape).
+
+  Raises:
+    ValueError: shapes that do not broadcast (the message gives both), a bad
+      ``axis``, or a concrete temperature that is not finite and > 0 (traced
+      temperatures are not checked; those below 1e-10 act as 1e-10).
 
   Example:
     >>> y = gumbax.gumbel_softmax(key, logits, 0.5)
@@ -144,7 +185,11 @@ def concrete_log_prob(y: ArrayLike, logits: ArrayLike, temperature, *,
 
 
 def _prepare_binary(sample, logits, temperature, sample_name):
-  sample, logits, shape, cdtype = _broadcast(sample, logits, sample_name)
+  """Validates a sample, logits and temperature and broadcasts all three (NumPy rules)."""
+  sample, logits, cdtype = _as_inputs(sample, logits, sample_name)
+  shape = _broadcast_shape(sample, logits, sample_name)
+  shape = _temperature_shape(
+      temperature, shape, f"the broadcast shape of `{sample_name}` and `logits`,")
   tau = _checks.temperature_array(temperature, shape, cdtype)
   return (jnp.broadcast_to(sample.astype(cdtype), shape),
           jnp.broadcast_to(logits.astype(cdtype), shape), tau)
@@ -165,13 +210,19 @@ def binary_concrete_logit_log_prob(x: ArrayLike, logits: ArrayLike,
   right density for relaxed KL terms of Bernoulli latents. Elementwise.
 
   Args:
-    x: logit-space sample; broadcasts against ``logits``.
+    x: logit-space sample; broadcasts against ``logits`` (NumPy rules, any ranks).
     logits: Bernoulli logits.
     temperature: positive temperature, scalar or array broadcasting against the
-      inputs.
+      inputs (it may add leading dimensions).
 
   Returns:
-    Elementwise log-density, float32 or wider.
+    Elementwise log-density, float32 or wider, of the broadcast shape of all three
+    inputs.
+
+  Raises:
+    ValueError: shapes that do not broadcast (the message gives them), or a
+      concrete temperature that is not finite and > 0 (traced temperatures are not
+      checked; those below 1e-10 act as 1e-10).
 
   Example:
     >>> x = (logits + jax.random.logistic(key, logits.shape)) / tau
@@ -196,13 +247,19 @@ def binary_concrete_log_prob(y: ArrayLike, logits: ArrayLike, temperature) -> ja
   use :func:`binary_concrete_logit_log_prob`. Elementwise.
 
   Args:
-    y: a point of (0, 1); broadcasts against ``logits``.
+    y: a point of (0, 1); broadcasts against ``logits`` (NumPy rules, any ranks).
     logits: Bernoulli logits.
     temperature: positive temperature, scalar or array broadcasting against the
-      inputs.
+      inputs (it may add leading dimensions).
 
   Returns:
-    Elementwise log-density, float32 or wider.
+    Elementwise log-density, float32 or wider, of the broadcast shape of all three
+    inputs.
+
+  Raises:
+    ValueError: shapes that do not broadcast (the message gives them), or a
+      concrete temperature that is not finite and > 0 (traced temperatures are not
+      checked; those below 1e-10 act as 1e-10).
 
   Example:
     >>> y = gumbax.relaxed_bernoulli(key, logits, 0.5)

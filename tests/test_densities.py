@@ -700,9 +700,13 @@ def test_per_example_temperature(name):
   # Category axis first: the temperature still indexes the batch.
   np.testing.assert_allclose(np.asarray(fn(sample.T, logits.T, tau, axis=0)), got,
                              **REORDER_TOL)
-  # A temperature of shape (B, 1) would enlarge the batch shape: refused.
-  with pytest.raises(ValueError, match="temperature"):
-    jax.eval_shape(lambda: getattr(gumbax, name)(sample, logits, tau[:, None]))
+  # A temperature of shape (B, 1) enlarges the batch shape, as NumPy broadcasting
+  # (and TFP's / PyTorch's log_prob) would: entry [i, j] is row j at temperature i.
+  big = np.asarray(fn(sample, logits, tau[:, None]))
+  assert big.shape == (n, n)
+  for i in range(n):
+    np.testing.assert_allclose(big[i], np.asarray(fn(sample, logits, float(tau[i]))),
+                               **REORDER_TOL)
 
 
 @pytest.mark.parametrize("name", BINARY)
