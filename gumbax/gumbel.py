@@ -16,6 +16,7 @@ import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
 from gumbax import _checks
+from gumbax import _noise
 
 __all__ = [
     "conditional_gumbel",
@@ -30,7 +31,8 @@ __all__ = [
 
 def _uniform_open(key: ArrayLike, shape: tuple[int, ...], dtype: np.dtype) -> jax.Array:
   """Uniform noise on [tiny, 1 - eps]: strictly inside (0, 1), so logs are finite."""
-  return jax.random.uniform(key, shape, dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
+  return _noise.draw(jax.random.uniform, key, shape, dtype, minval=jnp.finfo(dtype).tiny,
+                     maxval=1.0)
 
 
 def gumbel(key: ArrayLike, shape: Any = (), dtype: DTypeLike = jnp.float32) -> jax.Array:
@@ -61,7 +63,7 @@ def gumbel(key: ArrayLike, shape: Any = (), dtype: DTypeLike = jnp.float32) -> j
     raise TypeError(f"`dtype` must be a floating-point dtype; got {dtype}.")
   shape = tuple(shape) if np.ndim(shape) else (int(shape),) if shape != () else ()
   noise_dtype = _checks.compute_dtype(dtype)
-  return jax.random.gumbel(key, shape, noise_dtype, mode="low").astype(dtype)
+  return _noise.draw(jax.random.gumbel, key, shape, noise_dtype, mode="low").astype(dtype)
 
 
 def gumbel_log_prob(x: ArrayLike) -> jax.Array:
@@ -113,7 +115,8 @@ def gumbel_cdf(x: ArrayLike) -> jax.Array:
 def perturb(key: ArrayLike, logits: jax.Array, dtype: np.dtype) -> jax.Array:
   """``logits + Gumbel noise`` in the compute dtype (private helper)."""
   cdtype = _checks.compute_dtype(dtype)
-  return logits.astype(cdtype) + jax.random.gumbel(key, logits.shape, cdtype, mode="low")
+  return logits.astype(cdtype) + _noise.draw(jax.random.gumbel, key, logits.shape, cdtype,
+                                              mode="low")
 
 
 def one_hot_argmax(scores: jax.Array, axis: int, dtype: Any) -> jax.Array:

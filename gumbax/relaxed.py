@@ -21,6 +21,7 @@ from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
 from gumbax import _checks
+from gumbax import _noise
 from gumbax.gumbel import one_hot_argmax, perturb
 
 __all__ = [
@@ -359,7 +360,7 @@ def relaxed_bernoulli(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
   """
   logits, dtype = _checks.as_logits(logits)
   cdtype = _checks.compute_dtype(dtype)
-  noise = jax.random.logistic(key, logits.shape, cdtype)
+  noise = _noise.draw(jax.random.logistic, key, logits.shape, cdtype)
   z = logits.astype(cdtype) + noise
   soft = sigmoid_scores(z, temperature)
   if hard:
