@@ -299,6 +299,18 @@ def test_hard_equals_gumbel_max_on_degenerate_rows(row):
   np.testing.assert_array_equal(top[:, 1, 0], -1)
 
 
+@pytest.mark.parametrize("row", [ALL_MASKED, WITH_NAN], ids=["all_masked", "nan"])
+def test_estimators_hard_sample_agrees_with_gumbel_max_on_degenerate_rows(row):
+  """The estimators' exact sample ``H(logits + g)`` is gumbel_max's, NaN rows included."""
+  logits = _with_row(row)
+  keys = jax.random.split(jax.random.key(4), 3)
+  est = gumbax.estimators.get("straight_through_gumbel")
+  got = jax.jit(jax.vmap(est.sample, in_axes=(0, None)))(keys, logits)
+  want = jax.jit(jax.vmap(gumbax.gumbel_max, in_axes=(0, None)))(keys, logits)
+  np.testing.assert_array_equal(got, want)
+  assert np.all(np.isnan(np.asarray(got)[:, 1]))
+
+
 @pytest.mark.parametrize("name", sorted(set(CATEGORICAL) - {"gumbel_top_k", "gumbel_max"}))
 def test_traced_degenerate_row_keeps_other_rows_gradients_finite(name):
   fn = CATEGORICAL[name]

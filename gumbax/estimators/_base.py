@@ -20,6 +20,7 @@ from gumbax import _checks
 from gumbax import _noise
 from gumbax.gumbel import conditional_gumbel
 from gumbax.gumbel import conditional_logistic
+from gumbax.gumbel import one_hot_argmax
 from gumbax.relaxed import sigmoid_scores
 from gumbax.relaxed import softmax_scores
 
@@ -200,10 +201,11 @@ class Estimator(abc.ABC):
     return logits.astype(_checks.compute_dtype(logits.dtype)) + self.noise(key, logits)
 
   def harden(self, z) -> jax.Array:
-    """``H(z)``: the one-hot argmax or the sign indicator, no gradient."""
+    """``H(z)``: the one-hot argmax (all NaN on a degenerate row, as for
+    :func:`gumbax.gumbel_max`) or the sign indicator, no gradient."""
     z = jax.lax.stop_gradient(z)
     if self.categorical:
-      return jax.nn.one_hot(jnp.argmax(z, -1), z.shape[-1], dtype=z.dtype)
+      return one_hot_argmax(z, -1, z.dtype)
     return (z > 0).astype(z.dtype)
 
   def sample(self, key, logits) -> jax.Array:
