@@ -73,6 +73,7 @@ def test_fwd_bwd_prototype_matches_gumbax():
   import jax.numpy as jnp
   import numpy as np
   import gumbax
+  from _tolerance import EPS32, assert_f32_close
   from benchmarks import _prototypes
 
   key = jax.random.key(3)
@@ -85,8 +86,11 @@ def test_fwd_bwd_prototype_matches_gumbax():
     y1, g1 = jax.jit(lambda l: (lambda y, pb: (y, pb(cot)[0]))(*jax.vjp(lambda l: ours(key, l), l)))(logits)
     lean = _prototypes.lean_fn(name, 0.5)
     y2, g2 = jax.jit(lambda l: (lambda y, pb: (y, pb(cot)[0]))(*jax.vjp(lambda l: lean(key, l), l)))(logits)
-    np.testing.assert_array_equal(np.asarray(y1), np.asarray(y2))
-    np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-5, atol=1e-6)
+    # Two programs with the same arithmetic, but XLA may fuse (and so vectorize the
+    # softmax's sum) differently on another CPU: samples in [0, 1] agree to a few ulps,
+    # not bit for bit. The pullback y (c - sum y c) / tau cancels: ulps of max|c| / tau.
+    assert_f32_close(y1, y2, 1.0, ulps=4, rtol=4 * EPS32)
+    assert_f32_close(g1, g2, np.max(np.abs(np.asarray(cot))) / 0.5, ulps=16, rtol=1e-5)
     assert np.all(np.isfinite(np.asarray(g2)))
 
 
