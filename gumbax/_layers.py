@@ -7,7 +7,6 @@ two APIs give identical outputs for the same key and parameters.
 
 from __future__ import annotations
 
-import dataclasses
 import numbers
 from typing import Any, NamedTuple
 
@@ -106,9 +105,9 @@ def check_latent(num_latents, num_classes, prior, kl) -> None:
   _choice(kl, "kl", KLS)
 
 
-def make_estimator(name: Any, hyperparameters: dict | None,
-                   temperature) -> pathwise._Pathwise:
-  """The pathwise estimator ``name`` with its hyperparameters (validated now)."""
+def make_estimator(name: Any, hyperparameters: dict | None) -> pathwise._Pathwise:
+  """The pathwise estimator ``name`` with its hyperparameters (validated now); its
+  temperature is each call's (:func:`latent` passes it), not a field."""
   if not isinstance(name, str) or name not in PATHWISE:
     raise ValueError(
         f"`estimator` must be the name of a pathwise estimator, one of {list(PATHWISE)} "
@@ -119,8 +118,7 @@ def make_estimator(name: Any, hyperparameters: dict | None,
       raise ValueError(
           f"`estimator_kwargs` may not set {reserved!r}; it is the layer's own argument "
           f"({'`temperature`' if reserved == 'temperature' else 'always categorical'}).")
-  temperature = temperature if isinstance(temperature, numbers.Real) else 1.0
-  return estimators.get(name, temperature=temperature, **hyperparameters)
+  return estimators.get(name, **hyperparameters)
 
 
 # -- temperatures ---------------------------------------------------------------
@@ -268,8 +266,7 @@ def latent(key, logits, temperature, *, estimator: pathwise._Pathwise, prior_log
     sample = categorical(None, logits, temperature, hard=False, axis=-1,
                          deterministic=True, eval_mode=eval_mode)
     return LatentOutput(sample, logits, analytic_kl(logits, prior_logits))
-  est = dataclasses.replace(estimator, temperature=temperature)
-  sample = est.sample_with_gradient(key, logits).astype(logits.dtype)
+  sample = estimator.sample_with_gradient(key, logits, temperature).astype(logits.dtype)
   if kl == "analytic":
     divergence = analytic_kl(logits, prior_logits)
   else:

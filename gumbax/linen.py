@@ -243,7 +243,7 @@ class CategoricalLatent(_Stochastic):
   def __post_init__(self):
     _layers.check_latent(self.num_latents, self.num_classes, self.prior, self.kl)
     self._check(False, -1)
-    _layers.make_estimator(self.estimator, self.estimator_kwargs, self.temperature)
+    _layers.make_estimator(self.estimator, self.estimator_kwargs)
     super().__post_init__()
 
   @nn.compact
@@ -268,6 +268,6 @@ class CategoricalLatent(_Stochastic):
       prior_logits = self.param("prior_logits", nn.initializers.zeros_init(), (n, k), jnp.float32)
     else:
       prior_logits = jnp.zeros((n, k), logits.dtype)
-    estimator = _layers.make_estimator(self.estimator, self.estimator_kwargs, self.temperature)
+    estimator = _layers.make_estimator(self.estimator, self.estimator_kwargs)
     return _layers.latent(key, logits, tau, estimator=estimator, prior_logits=prior_logits,
                           kl=self.kl, deterministic=det, eval_mode=self.eval_mode)

@@ -300,7 +300,7 @@ class CategoricalLatent(_Stochastic):
                 temperature_shape=temperature_shape, min_temperature=min_temperature,
                 deterministic=deterministic,
                 eval_mode=eval_mode, rng_collection=rng_collection, rngs=rngs)
-    self.estimator = _layers.make_estimator(estimator, estimator_kwargs, temperature)
+    self.estimator = _layers.make_estimator(estimator, estimator_kwargs)
     self.num_latents = num_latents
     self.num_classes = num_classes
     self.prior = prior

@@ -511,3 +511,128 @@ def test_estimator_statistics_with_exact_reference():
       estimators.get("relaxed", distribution="bernoulli", temperature=2.0), jax.random.key(0),
       logits, f, num_samples=4000)
   assert float(biased.squared_bias) > 100 * float(biased.total_variance) / 4000
+
+
+# -- the temperature is a call argument ------------------------------------------
+
+PATHWISE = ("gumbel_rao", "reinmax", "relaxed", "straight_through", "straight_through_gumbel")
+
+
+def _temperature_problem(distribution):
+  shape = (2, 3, 4) if distribution == "categorical" else (2, 3)
+  logits = jax.random.normal(jax.random.key(7), shape)
+  w = jax.random.normal(jax.random.key(8), shape)
+  axes = (-2, -1) if distribution == "categorical" else (-1,)
+  f = lambda b: jnp.sum(jnp.square(b - 0.3) * w, axis=axes)
+  return logits, w, f
+
+
+def _extra(name):
+  return {"num_samples": 3} if name == "gumbel_rao" else {}
+
+
+@pytest.mark.parametrize("distribution", ["categorical", "bernoulli"])
+@pytest.mark.parametrize("name", PATHWISE)
+def test_call_time_temperature_is_the_field_bit_for_bit(name, distribution):
+  """``est(..., temperature=tau)`` computes what an estimator built with the field
+  ``temperature=tau`` computes: eager, and under jit and vmap with a traced tau,
+  values, logits gradients and the gradient with respect to tau alike."""
+  import dataclasses
+  logits, w, f = _temperature_problem(distribution)
+  est = estimators.get(name, distribution=distribution, **_extra(name))
+  key = jax.random.key(3)
+
+  def outputs(make_call, tau, k):
+    value = make_call(tau)(k, logits, f)
+    grads = jax.grad(lambda l: jnp.sum(make_call(tau)(k, l, f)))(logits)
+    # d/dtau of a functional of the logits gradient: nonzero for every estimator
+    # (the straight-through ones' forward value does not depend on tau).
+    dtau = jax.grad(lambda t: jnp.sum(
+        w * jax.grad(lambda l: jnp.sum(make_call(t)(k, l, f)))(logits)))(tau)
+    return value, grads, dtau
+
+  by_argument = lambda t: (lambda k, l, g: est(k, l, g, temperature=t))
+  by_field = lambda t: dataclasses.replace(est, temperature=t)
+
+  np.testing.assert_array_equal(by_argument(0.7)(key, logits, f), by_field(0.7)(key, logits, f))
+  run_arg = jax.jit(lambda t, k: outputs(by_argument, t, k))
+  run_field = jax.jit(lambda t, k: outputs(by_field, t, k))
+  tau = jnp.float32(0.7)
+  got, want = run_arg(tau, key), run_field(tau, key)
+  for a, b in zip(got, want):
+    np.testing.assert_array_equal(a, b)
+  if name != "reinmax":  # ReinMax's pi_1 carries no gradient (stop_gradient), tau's included
+    assert float(jnp.abs(got[2])) > 0  # the gradient reaches the temperature
+  taus = jnp.array([0.5, 1.0, 2.0], jnp.float32)
+  keys = jax.random.split(jax.random.key(4), 3)
+  got = jax.jit(jax.vmap(lambda t, k: outputs(by_argument, t, k)))(taus, keys)
+  want = jax.jit(jax.vmap(lambda t, k: outputs(by_field, t, k)))(taus, keys)
+  for a, b in zip(got, want):
+    np.testing.assert_array_equal(a, b)
+  # No temperature: the field's.
+  np.testing.assert_array_equal(
+      est(key, logits, f), estimators.get(name, distribution=distribution, temperature=1.0,
+                                          **_extra(name))(key, logits, f, temperature=None))
+  # The sampling function and value_and_grads take it too.
+  np.testing.assert_array_equal(est.sample_with_gradient(key, logits, 0.7),
+                                by_field(0.7).sample_with_gradient(key, logits))
+  model = lambda p: (p, f)
+  a = estimators.value_and_grads(est, key, model, logits, temperature=0.7)
+  b = estimators.value_and_grads(by_field(0.7), key, model, logits)
+  np.testing.assert_array_equal(a.loss, b.loss)
+  np.testing.assert_array_equal(a.grads, b.grads)
+  with pytest.raises(ValueError, match="temperature"):
+    est(key, logits, f, temperature=0.0)
+
+
+@pytest.mark.parametrize("name", [n for n in estimators.names()
+                                  if not estimators.get(n).uses_temperature])
+def test_estimators_without_a_sampling_temperature_refuse_one(name):
+  distribution = "bernoulli" if name in ("arm", "disarm") else "categorical"
+  logits, _, f = _temperature_problem(distribution)
+  est = estimators.get(name, distribution=distribution)
+  assert not any(fl.name == "temperature" for fl in __import__("dataclasses").fields(est))
+  key = jax.random.key(5)
+  cv = est.init(key, logits)
+  with pytest.raises(TypeError, match="no sampling temperature"):
+    est(key, logits, f, cv, temperature=0.5)
+  with pytest.raises(TypeError, match="no sampling temperature"):
+    est.variance_loss(key, logits, f, cv, temperature=jnp.float32(0.5))
+  with pytest.raises(TypeError, match="no sampling temperature"):
+    estimators.value_and_grads(est, key, lambda p: (p, f), logits, cv, temperature=0.5)
+  # None is the default, accepted by every estimator (generic code forwards it).
+  np.testing.assert_array_equal(est(key, logits, f, cv, temperature=None),
+                                est(key, logits, f, cv))
+
+
+def test_every_registered_estimator_declares_uses_temperature():
+  import dataclasses
+  for name in estimators.names():
+    cls = type(estimators.get(name, distribution="bernoulli" if name in ("arm", "disarm")
+                              else "categorical"))
+    assert "uses_temperature" in vars(cls), name        # declared on the class itself
+    assert isinstance(cls.uses_temperature, bool), name
+    fields = {f.name for f in dataclasses.fields(cls)}
+    assert cls.uses_temperature == ("temperature" in fields), name
+    assert cls.uses_temperature == (name in PATHWISE), name
+
+
+@pytest.mark.parametrize("name", ["rebar", "relax"])
+def test_rebar_relax_old_temperature_keyword_warns_and_maps_to_lambda_init(name):
+  cls = type(estimators.get(name))
+  assert cls().lambda_init == 0.5
+  with pytest.warns(DeprecationWarning, match="lambda_init") as record:
+    old = estimators.get(name, temperature=0.3)
+  assert record[0].filename == __file__               # points at the caller
+  with pytest.warns(DeprecationWarning, match="lambda_init"):
+    old_direct = cls(temperature=0.3)
+  new = estimators.get(name, lambda_init=0.3)
+  assert old == new == old_direct and old.lambda_init == 0.3
+  logits = jnp.zeros((2, 3))
+  cv_old = old.init(jax.random.key(0), logits)
+  cv_new = new.init(jax.random.key(0), logits)
+  np.testing.assert_array_equal(cv_old["params"]["log_temperature"], np.log(np.float32(0.3)))
+  for a, b in zip(jax.tree_util.tree_leaves(cv_old), jax.tree_util.tree_leaves(cv_new)):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(TypeError, match="lambda_init"):
+    cls(lambda_init=0.2, temperature=0.3)

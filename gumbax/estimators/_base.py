@@ -4,6 +4,12 @@ An estimator answers one question: an estimate of ``d/dtheta E_{b ~ p(logits)}[f
 expressed as a *surrogate*: a JAX value whose forward value is the loss at the
 sample(s) and whose ``jax.grad`` is the estimate, for the logits and for everything
 ``f`` closes over.
+
+The sampling temperature of the pathwise estimators is a call argument,
+``est(key, logits, f, cv, temperature=tau)`` (its default is the estimator's
+``temperature`` field), so a schedule's ``tau(step)`` (a traced array under ``jit``)
+reaches the sampler directly and a frozen estimator is never patched with
+``dataclasses.replace``; ``uses_temperature`` declares which estimators take it.
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ def get(name: str, **hyperparameters: Any) -> "Estimator":
   if name not in _REGISTRY:
     raise ValueError(f"Unknown estimator {name!r}; valid names are {names()}.")
   cls = _REGISTRY[name]
-  valid = [f.name for f in dataclasses.fields(cls)]
+  valid = [f.name for f in dataclasses.fields(cls)] + list(cls.deprecated_names)
   unknown = sorted(set(hyperparameters) - set(valid))
   if unknown:
     raise TypeError(
@@ -83,7 +89,22 @@ class Estimator(abc.ABC):
   samples; ``"bernoulli"``: logits ``batch + event``, samples in {0, 1}).
 
   Class attributes document the estimator: ``unbiased``, ``evaluations`` (of ``f``
-  per call), ``distributions`` (supported), ``reference`` (the paper).
+  per call), ``distributions`` (supported), ``reference`` (the paper),
+  ``uses_temperature`` (whether it takes a sampling temperature).
+
+  The temperature: an estimator with ``uses_temperature = True`` (the pathwise ones)
+  has a ``temperature`` field, its default, and accepts ``temperature=tau`` at call
+  time (:meth:`__call__`, :meth:`variance_loss`); a number or an array, concrete or
+  traced (a schedule's ``tau(step)`` under ``jit``; ``jax.grad`` with respect to it
+  works). That is how a temperature that changes every step reaches the sampler:
+  as an argument, never by rebuilding the frozen estimator. An estimator with
+  ``uses_temperature = False`` raises ``TypeError`` for a ``temperature`` that is not
+  None rather than ignoring it: it has no sampling temperature, so a value passed
+  there (say a schedule meant for a pathwise estimator) would silently change
+  nothing, and a learned control-variate temperature (REBAR/RELAX's ``lambda``,
+  field ``lambda_init``) is a parameter in ``cv``, not a call argument. Passing
+  None (the default) is always accepted, so generic code can forward an optional
+  temperature to any estimator.
   """
 
   name: ClassVar[str] = ""
@@ -91,6 +112,10 @@ class Estimator(abc.ABC):
   evaluations: ClassVar[str] = "1"
   distributions: ClassVar[tuple[str, ...]] = DISTRIBUTIONS
   reference: ClassVar[str] = ""
+  uses_temperature: ClassVar[bool] = False
+  # Old keyword -> new field name, accepted (with a DeprecationWarning) by the
+  # constructor and by :func:`get`.
+  deprecated_names: ClassVar[dict[str, str]] = {}
 
   distribution: str = "categorical"
 
@@ -102,9 +127,8 @@ class Estimator(abc.ABC):
       raise ValueError(
           f"Estimator {self.name!r} supports only {list(self.distributions)} variables; "
           f"got distribution={self.distribution!r}.")
-    for field in dataclasses.fields(self):
-      if field.name == "temperature":
-        _checks.check_positive_static(self.temperature, "temperature")
+    if self.uses_temperature:
+      _checks.check_positive_static(self.temperature, "temperature")
 
   # -- the contract ------------------------------------------------------------
 
@@ -117,7 +141,7 @@ class Estimator(abc.ABC):
     return {}
 
   def __call__(self, key: jax.Array, logits: jax.Array, f: Callable[[jax.Array], jax.Array],
-               cv: dict | None = None) -> jax.Array:
+               cv: dict | None = None, *, temperature=None) -> jax.Array:
     """The surrogate: forward value is the loss at the sample(s), ``grad`` the estimate.
 
     Args:
@@ -126,17 +150,42 @@ class Estimator(abc.ABC):
       f: maps a sample of the logits' shape to one value per example (its output
         shape is a prefix of the sample's shape).
       cv: control-variate parameters and state from :meth:`init` (or updated).
+      temperature: the sampling temperature of this call (estimators with
+        ``uses_temperature``); None: the ``temperature`` field.
 
     Returns:
       An array of ``f``'s output shape.
+
+    Raises:
+      TypeError: ``temperature`` is not None for an estimator without a sampling
+        temperature.
     """
+    options = self._temperature_options(temperature)
     logits = self._check_logits(logits)
     cv = {} if cv is None else cv
     if self.needs_cv and not cv:
       raise ValueError(
           f"Estimator {self.name!r} needs its control variate: pass "
           "`cv = est.init(key, logits)` (and keep the one returned by training).")
-    return self.surrogate(key, logits, f, cv)
+    return self.surrogate(key, logits, f, cv, **options)
+
+  def _temperature_options(self, temperature) -> dict:
+    """The keyword arguments :meth:`surrogate` takes for a call-time ``temperature``:
+    ``{"temperature": tau}`` (the field when None) or ``{}``; raises ``TypeError``
+    for a temperature given to an estimator that has none."""
+    if not self.uses_temperature:
+      if temperature is not None:
+        raise TypeError(
+            f"Estimator {self.name!r} has no sampling temperature (uses_temperature is "
+            f"False); do not pass `temperature` (got {temperature!r}). Only the pathwise "
+            "estimators take one"
+            + ("; the initial temperature lambda of the control variate is the "
+               "`lambda_init` field." if "lambda_init" in self.__dataclass_fields__ else "."))
+      return {}
+    if temperature is None:
+      return {"temperature": self.temperature}
+    _checks.check_positive_static(temperature, "temperature")
+    return {"temperature": temperature}
 
   @property
   def needs_cv(self) -> bool:
@@ -145,7 +194,8 @@ class Estimator(abc.ABC):
 
   @abc.abstractmethod
   def surrogate(self, key, logits, f, cv) -> jax.Array:
-    """The surrogate for validated logits; what each estimator defines."""
+    """The surrogate for validated logits; what each estimator defines. Estimators
+    with ``uses_temperature`` take a keyword ``temperature`` as well (never None)."""
 
   def update(self, cv: dict, logits: jax.Array, loss: jax.Array) -> dict:
     """New non-trainable control-variate state (e.g. moving averages), functionally.
@@ -161,18 +211,21 @@ class Estimator(abc.ABC):
     del logits, loss
     return cv
 
-  def variance_loss(self, key: jax.Array, logits: jax.Array, f, cv: dict) -> jax.Array:
+  def variance_loss(self, key: jax.Array, logits: jax.Array, f, cv: dict, *,
+                    temperature=None) -> jax.Array:
     """Single-sample estimate of the estimator's variance (up to a constant in phi).
 
     ``sum(g ** 2)`` with ``g`` the estimate for the logits; its gradient with respect
     to ``cv["params"]`` is an unbiased estimate of ``d Var[g] / d phi`` (the mean of
-    ``g`` does not depend on ``phi`` for an unbiased estimator).
+    ``g`` does not depend on ``phi`` for an unbiased estimator). ``temperature`` is
+    as for :meth:`__call__`.
 
     References:
       Grathwohl et al., Backpropagation through the Void, 2018 (arXiv 1711.00123).
     """
+    options = self._temperature_options(temperature)
     logits = jax.lax.stop_gradient(self._check_logits(logits))
-    g = jax.grad(lambda l: jnp.sum(self.surrogate(key, l, f, cv)))(logits)
+    g = jax.grad(lambda l: jnp.sum(self.surrogate(key, l, f, cv, **options)))(logits)
     return jnp.sum(jnp.square(g))
 
   # -- helpers for subclasses --------------------------------------------------

@@ -66,6 +66,7 @@ class Arm(_Antithetic):
   """
 
   name = "arm"
+  uses_temperature = False
   reference = "Yin & Zhou 2019"
   distribution: str = "bernoulli"
 
@@ -92,6 +93,7 @@ class DisArm(_Antithetic):
   """
 
   name = "disarm"
+  uses_temperature = False
   reference = "Dong et al. 2020"
   distribution: str = "bernoulli"
 

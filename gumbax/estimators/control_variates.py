@@ -4,11 +4,20 @@ With ``z ~ p(z | theta)``, ``b = H(z)`` and ``z~ ~ p(z | b, theta)``:
 ``g = (f(b) - c(z~)) grad log p(b) + grad c(z) - grad c(z~)``, unbiased for any
 control variate ``c``. Its parameters (``cv["params"]``) are trained online by
 minimizing the estimator's variance with :meth:`Estimator.variance_loss`.
+
+Their temperature ``lambda`` is a learned control-variate parameter
+(``cv["params"]["log_temperature"]``) that starts at the ``lambda_init`` field; it is
+not a sampling temperature (``uses_temperature`` is False, and a call-time
+``temperature=`` is refused). The old keyword ``temperature=`` for ``lambda_init``
+still works, with a ``DeprecationWarning``, until the next release.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
+import warnings
 from typing import Callable, Optional
 
 import jax
@@ -20,9 +29,37 @@ from gumbax.estimators._base import Estimator, check_int, detach, register, scor
 __all__ = ["Rebar", "Relax"]
 
 
+def _caller_level() -> int:
+  """The ``stacklevel`` of the first frame outside the estimators' package and the
+  dataclass-generated ``__init__`` (the user's call of the constructor or of ``get``)."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  frame, level = sys._getframe(1), 1
+  while frame is not None and (
+      os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == here
+      or frame.f_code.co_name == "__init__" and "self" in frame.f_locals
+      and isinstance(frame.f_locals["self"], Estimator)):
+    frame, level = frame.f_back, level + 1
+  return level
+
+
 class _RelaxFamily(Estimator):
   unbiased = True
   needs_cv = True
+  deprecated_names = {"temperature": "lambda_init"}
+
+  def __post_init__(self, temperature=None):
+    if temperature is not None:
+      if self.lambda_init != type(self).lambda_init:
+        raise TypeError(
+            f"Estimator {self.name!r}: pass the initial temperature lambda as `lambda_init` "
+            "only (`temperature` is its deprecated old name); got both.")
+      warnings.warn(
+          f"The `temperature` argument of estimator {self.name!r} is deprecated and will "
+          "be removed in the next release; it is the initial control-variate temperature "
+          "lambda, now named `lambda_init` (the sampling temperature of the pathwise "
+          "estimators is a different thing).", DeprecationWarning, stacklevel=_caller_level())
+      object.__setattr__(self, "lambda_init", temperature)
+    super().__post_init__()
 
   def control(self, params, z, f_detached, ndim, logits_dtype):
     """``c(z)``: per-example control variate (``eta f(sigma_lambda(z))`` by default)."""
@@ -34,7 +71,7 @@ class _RelaxFamily(Estimator):
     del key
     logits = self._check_logits(logits)
     params = {"eta": jnp.asarray(self.eta, jnp.float32),
-              "log_temperature": jnp.log(jnp.asarray(self.temperature, jnp.float32))}
+              "log_temperature": jnp.log(jnp.asarray(self.lambda_init, jnp.float32))}
     return {"params": params, "state": {}}
 
   def surrogate(self, key, logits, f, cv):
@@ -68,7 +105,8 @@ class Rebar(_RelaxFamily):
 
   Attributes:
     eta: initial scale of the control variate.
-    temperature: initial temperature ``lambda``.
+    lambda_init: initial temperature ``lambda`` (learned; its old name
+      ``temperature`` is deprecated).
 
   References:
     Tucker, Mnih, Maddison, Lawson, Sohl-Dickstein, REBAR: Low-variance, unbiased
@@ -78,8 +116,10 @@ class Rebar(_RelaxFamily):
   name = "rebar"
   evaluations = "3"
   reference = "Tucker et al. 2017"
+  uses_temperature = False
   eta: float = 1.0
-  temperature: float = 0.5
+  lambda_init: float = 0.5
+  temperature: dataclasses.InitVar[Optional[float]] = None  # deprecated: lambda_init
 
 
 @register
@@ -98,7 +138,8 @@ class Relax(_RelaxFamily):
 
   Attributes:
     eta: initial scale of the relaxed-``f`` term.
-    temperature: initial temperature ``lambda``.
+    lambda_init: initial temperature ``lambda`` (learned; its old name
+      ``temperature`` is deprecated).
     hidden: width of ``r_rho``.
     network_init: optional custom control-variate initializer.
     network_apply: optional custom control variate.
@@ -112,14 +153,16 @@ class Relax(_RelaxFamily):
   name = "relax"
   evaluations = "3 (1 with a custom network)"
   reference = "Grathwohl et al. 2018"
+  uses_temperature = False
   eta: float = 1.0
-  temperature: float = 0.5
+  lambda_init: float = 0.5
   hidden: int = 16
   network_init: Optional[Callable] = None
   network_apply: Optional[Callable] = None
+  temperature: dataclasses.InitVar[Optional[float]] = None  # deprecated: lambda_init
 
-  def __post_init__(self):
-    super().__post_init__()
+  def __post_init__(self, temperature=None):
+    super().__post_init__(temperature)
     check_int(self.hidden, "hidden", 1)
     if (self.network_init is None) != (self.network_apply is None):
       raise ValueError("Pass both `network_init` and `network_apply`, or neither.")

@@ -36,6 +36,7 @@ class Exact(Estimator):
   """
 
   name = "exact"
+  uses_temperature = False
   unbiased = True
   evaluations = "K^N (every configuration)"
   reference = "enumeration (ground truth)"

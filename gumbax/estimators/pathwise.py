@@ -5,6 +5,10 @@ are biased (the relaxed one because ``f`` sees a relaxed input, the
 straight-through ones because the backward pass is not ``f``'s own) and have low
 variance. Each one is also a plain sampling function (``gumbax.gumbel_softmax``,
 ``gumbax.straight_through``, ...) usable without ``f``.
+
+Their temperature is a call argument, ``est(key, logits, f, cv, temperature=tau)`` and
+``est.sample_with_gradient(key, logits, tau)``, defaulting to the ``temperature``
+field; a schedule's value reaches them that way each step.
 """
 
 from __future__ import annotations
@@ -25,13 +29,22 @@ __all__ = ["GumbelRao", "ReinMax", "Relaxed", "StraightThrough", "StraightThroug
 class _Pathwise(Estimator):
   """A pathwise estimator is ``f`` at a (straight-through) sample."""
 
-  @abc.abstractmethod
-  def sample_with_gradient(self, key, logits) -> jax.Array:
-    """The sample ``f`` sees, carrying this estimator's gradient."""
+  uses_temperature = True
 
-  def surrogate(self, key, logits, f, cv):
+  def sample_with_gradient(self, key, logits, temperature=None) -> jax.Array:
+    """The sample ``f`` sees, carrying this estimator's gradient, at ``temperature``
+    (None: the ``temperature`` field)."""
+    if temperature is None:
+      temperature = self.temperature
+    return self._sample_with_gradient(key, logits, temperature)
+
+  @abc.abstractmethod
+  def _sample_with_gradient(self, key, logits, temperature) -> jax.Array:
+    """:meth:`sample_with_gradient` at a given temperature; what each one defines."""
+
+  def surrogate(self, key, logits, f, cv, *, temperature):
     del cv
-    sample = self.sample_with_gradient(key, logits).astype(logits.dtype)
+    sample = self.sample_with_gradient(key, logits, temperature).astype(logits.dtype)
     self.out_ndim(f, sample)
     return f(sample)
 
@@ -58,8 +71,10 @@ class Relaxed(_Pathwise):
   reference = "Jang et al. 2017; Maddison et al. 2017"
   temperature: float = 1.0
 
-  def sample_with_gradient(self, key, logits):
-    return self.relax(self.perturb(key, logits), self.temperature)
+  uses_temperature = True
+
+  def _sample_with_gradient(self, key, logits, temperature):
+    return self.relax(self.perturb(key, logits), temperature)
 
 
 @register
@@ -102,10 +117,12 @@ class StraightThrough(_Pathwise):
     super().__post_init__()
     check_st_backward(self.backward)
 
-  def sample_with_gradient(self, key, logits):
+  uses_temperature = True
+
+  def _sample_with_gradient(self, key, logits, temperature):
     l = logits.astype(_checks.compute_dtype(logits.dtype))
     axis = -1 if self.categorical else None
-    return st_combine(self.sample(key, logits), st_backward(l, self.temperature, self.backward, axis))
+    return st_combine(self.sample(key, logits), st_backward(l, temperature, self.backward, axis))
 
 
 @register
@@ -127,9 +144,11 @@ class StraightThroughGumbel(_Pathwise):
   reference = "Jang et al. 2017"
   temperature: float = 1.0
 
-  def sample_with_gradient(self, key, logits):
+  uses_temperature = True
+
+  def _sample_with_gradient(self, key, logits, temperature):
     z = self.perturb(key, logits)
-    return st_combine(self.harden(z), self.relax(z, self.temperature))
+    return st_combine(self.harden(z), self.relax(z, temperature))
 
 
 @register
@@ -163,7 +182,9 @@ class GumbelRao(_Pathwise):
     super().__post_init__()
     check_int(self.num_samples, "num_samples", 1)
 
-  def sample_with_gradient(self, key, logits):
+  uses_temperature = True
+
+  def _sample_with_gradient(self, key, logits, temperature):
     l = logits.astype(_checks.compute_dtype(logits.dtype))
     g = self.noise(key, logits)
     b = self.harden(l + g)
@@ -175,7 +196,7 @@ class GumbelRao(_Pathwise):
       lc = jax.lax.stop_gradient(l)[None]
       extra = jnp.where(jnp.isneginf(lc), 0.0, zc - lc)
       noise = jnp.concatenate([noise, jax.lax.stop_gradient(extra)], axis=0)
-    soft = jax.vmap(lambda n: self.relax(l + n, self.temperature))(noise)
+    soft = jax.vmap(lambda n: self.relax(l + n, temperature))(noise)
     return st_combine(b, jnp.mean(soft, axis=0))
 
 
@@ -204,15 +225,17 @@ class ReinMax(_Pathwise):
   reference = "Liu et al. 2023"
   temperature: float = 1.0
 
-  def sample_with_gradient(self, key, logits):
+  uses_temperature = True
+
+  def _sample_with_gradient(self, key, logits, temperature):
     if not self.categorical:
       pair = jnp.stack([jnp.zeros_like(logits), logits], axis=-1)
       cat = dataclasses.replace(self, distribution="categorical")
-      return cat.sample_with_gradient(key, pair)[..., 1]
+      return cat.sample_with_gradient(key, pair, temperature)[..., 1]
     l = logits.astype(_checks.compute_dtype(logits.dtype))
     d = self.sample(key, l)
     pi0 = jax.lax.stop_gradient(self.relax(l, 1.0))
-    pi1 = jax.lax.stop_gradient(0.5 * (d + self.relax(l, self.temperature)))
+    pi1 = jax.lax.stop_gradient(0.5 * (d + self.relax(l, temperature)))
     safe = jnp.where(jnp.isneginf(l), 0.0, l)
     delta = safe - jax.lax.stop_gradient(safe)           # zero forward, identity backward
 

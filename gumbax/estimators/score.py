@@ -104,6 +104,7 @@ class Reinforce(_MultiSample):
   """
 
   name = "reinforce"
+  uses_temperature = False
   unbiased = True
   evaluations = "num_samples"
   reference = "Williams 1992; Mnih & Gregor 2014 (NVIL)"
@@ -180,6 +181,7 @@ class ReinforceLeaveOneOut(_MultiSample):
   """
 
   name = "rloo"
+  uses_temperature = False
   unbiased = True
   evaluations = "num_samples"
   reference = "Kool et al. 2019"
@@ -240,6 +242,7 @@ class MuProp(Estimator):
   """
 
   name = "muprop"
+  uses_temperature = False
   unbiased = True
   evaluations = "2 (+1 VJP)"
   reference = "Gu et al. 2016"

@@ -32,7 +32,7 @@ class StepGradients(NamedTuple):
 
 def value_and_grads(estimator: Estimator, key: jax.Array,
                     model: Callable[[Any], tuple[jax.Array, Callable]], params: Any,
-                    cv: dict | None = None) -> StepGradients:
+                    cv: dict | None = None, *, temperature=None) -> StepGradients:
   """The model's gradient estimate and the control variate's variance gradient.
 
   ``model(params)`` returns ``(logits, f)``: the logits of the discrete variables and
@@ -46,6 +46,9 @@ def value_and_grads(estimator: Estimator, key: jax.Array,
     model: ``params -> (logits, f)``.
     params: the model's parameters (any pytree).
     cv: the estimator's control variate (from ``estimator.init``), or None.
+    temperature: the estimator's sampling temperature for this step (e.g. a
+      schedule's value), passed to the estimator's call; None: its default. Only
+      estimators with ``uses_temperature`` accept one that is not None.
 
   Returns:
     A :class:`StepGradients`.
@@ -64,7 +67,7 @@ def value_and_grads(estimator: Estimator, key: jax.Array,
 
   def mean_surrogate(p):
     logits, f = model(p)
-    values = estimator(key, logits, f, cv)
+    values = estimator(key, logits, f, cv, temperature=temperature)
     return jnp.mean(values), (values, logits)
 
   (loss, (values, logits)), grads = jax.value_and_grad(mean_surrogate, has_aux=True)(params)
@@ -72,7 +75,7 @@ def value_and_grads(estimator: Estimator, key: jax.Array,
   if jax.tree_util.tree_leaves(cv_params):
     logits_v, f_v = model(params)
     cv_grads = jax.grad(lambda cp: estimator.variance_loss(
-        key, logits_v, f_v, {**cv, "params": cp}))(cv_params)
+        key, logits_v, f_v, {**cv, "params": cp}, temperature=temperature))(cv_params)
   else:
     cv_grads = cv_params
   new_cv = estimator.update(cv, jax.lax.stop_gradient(logits), jax.lax.stop_gradient(values))
