@@ -89,15 +89,16 @@ def group_stats(grads, groups):
   return out
 
 
-def measure(task, params, batch, estimator, num_keys, seed=0, trained_cv=None):
+def measure(task, params, batch, estimator, num_keys, seed=0, trained_cv=None, temperature=None):
   """Per-group stats of ``num_keys`` gradients; ``trained_cv``, a state dict of the
-  estimator's control variate, replaces the one ``init_cv`` gives."""
+  estimator's control variate, replaces the one ``init_cv`` gives; ``temperature``
+  is the estimator's sampling temperature (None: its default)."""
   cv = task.init_cv(estimator, jax.random.key(seed + 1), params, batch)
   if trained_cv is not None:
     cv = flax.serialization.from_state_dict(cv, trained_cv)
 
   def one(key):
-    return task.gradients(estimator, key, params, cv, batch).grads
+    return task.gradients(estimator, key, params, cv, batch, temperature).grads
 
   grads = jax.lax.map(one, jax.random.split(jax.random.key(seed), num_keys), batch_size=64)
   groups = {f"layer {l + 1}": (lambda g, l=l: g["layers"][l]) for l in range(task.depth)}
@@ -126,7 +127,10 @@ def main(argv=None):
   for name in args.estimators:
     trained = name == "trained"              # the run's own estimator and control variate
     est = runner.make_estimator(config) if trained else parse_estimator(name, config.task.distribution)
-    stats = measure(task, params, batch, est, args.keys, trained_cv=member_cv if trained else None)
+    tau = (config.temperature.init
+           if trained and cfg_lib.scheduled_temperature(config.estimator.name) else None)
+    stats = measure(task, params, batch, est, args.keys, trained_cv=member_cv if trained else None,
+                    temperature=tau)
     name = f"trained {config.estimator.name}" if trained else name
     rows[name] = stats
     for group, (var, mean2) in stats.items():

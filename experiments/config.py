@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import gumbax
 
-__all__ = ["Config", "ConfigError", "Member", "expand", "for_estimator", "load",
-           "parse_overrides", "scheduled_temperature", "validate"]
+__all__ = ["Config", "ConfigError", "Member", "expand", "for_estimator", "learned_temperature",
+           "load", "parse_overrides", "scheduled_temperature", "validate"]
 
 Distribution = Literal["bernoulli", "categorical"]
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -87,7 +87,7 @@ TASKS = ("toy", "vae", "structured_output")
 class Temperature(_Schema):
   """Temperature of the pathwise estimators (constant or a ``gumbax.schedules`` schedule).
 
-  REBAR and RELAX learn their temperature; it starts at ``init``.
+  REBAR and RELAX learn their temperature; it starts at ``init`` (their ``lambda_init``).
 
   ``slope: true`` is slope annealing (Chung et al. 2016): the task divides its
   logits by tau, so the distribution sampled (and the KL term) sharpens as tau
@@ -270,10 +270,16 @@ class Config(_Schema):
 
 
 def scheduled_temperature(estimator_name: str) -> bool:
-  """Whether the temperature schedule drives this estimator (fixed-temperature pathwise ones)."""
-  estimator = gumbax.estimators.get(estimator_name)
-  fields = {f.name for f in dataclasses.fields(estimator)}
-  return "temperature" in fields and not estimator.needs_cv
+  """Whether the temperature schedule drives this estimator: whether it declares a
+  sampling temperature (``uses_temperature``, the pathwise ones)."""
+  return gumbax.estimators.get(estimator_name).uses_temperature
+
+
+def learned_temperature(estimator_name: str) -> bool:
+  """Whether this estimator learns a control-variate temperature that starts at
+  ``temperature.init`` (REBAR and RELAX: their ``lambda_init`` field)."""
+  cls = type(gumbax.estimators.get(estimator_name))
+  return "lambda_init" in {f.name for f in dataclasses.fields(cls)}
 
 
 SLOPE_TASKS = ("vae",)  # the tasks whose logits slope annealing can temper

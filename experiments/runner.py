@@ -58,10 +58,13 @@ def _optimizer(config: cfg_lib.Config, learning_rate: float):
 
 
 def make_estimator(config: cfg_lib.Config):
+  """The config's estimator. A sampling temperature is not part of it (the program
+  passes the schedule's ``tau(step)`` to every call); REBAR's and RELAX's learned
+  temperature starts at ``temperature.init`` (their ``lambda_init``)."""
   spec = config.estimator
   options = dict(spec.options)
-  if "temperature" in {f.name for f in dataclasses.fields(gumbax.estimators.get(spec.name))}:
-    options["temperature"] = config.temperature.init
+  if cfg_lib.learned_temperature(spec.name):
+    options["lambda_init"] = config.temperature.init
   return gumbax.estimators.get(spec.name, distribution=config.task.distribution, **options)
 
 
@@ -83,10 +86,10 @@ class _Program:
     self.chunk = jax.jit(self._chunk, static_argnums=3, donate_argnums=0)
     self.probe = jax.jit(jax.vmap(self._probe_one, in_axes=(0, 0, None, None)))
 
-  def _estimator_at(self, step):
-    if self.scheduled:
-      return dataclasses.replace(self.estimator, temperature=self.tau(step))
-    return self.estimator
+  def temperature_at(self, step):
+    """The estimator's temperature argument at ``step``: the schedule's ``tau(step)``
+    for an estimator with a sampling temperature, None for the others."""
+    return self.tau(step) if self.scheduled else None
 
   def _shard(self, batch):
     devices = self.mesh.devices.size
@@ -102,14 +105,15 @@ class _Program:
     k_params, k_cv = jax.random.split(jax.random.fold_in(seed_key, 0))
     params = self.task.init(k_params)
     batch = self.task.batch(jax.random.fold_in(seed_key, 4), jnp.zeros((), jnp.int32), data)
-    cv = self.task.init_cv(self._estimator_at(0), k_cv, params, batch)
+    cv = self.task.init_cv(self.estimator, k_cv, params, batch)
     return {"params": params, "opt": self.opt.init(params), "cv": cv,
             "cv_opt": self.cv_opt.init(cv.get("params", {}))}
 
   def _step(self, state, seed_key, step, data):
     k_grad = jax.random.fold_in(jax.random.fold_in(seed_key, 1), step)
     batch = self._shard(self.task.batch(jax.random.fold_in(seed_key, 4), step, data))
-    out = self.task.gradients(self._estimator_at(step), k_grad, state["params"], state["cv"], batch)
+    out = self.task.gradients(self.estimator, k_grad, state["params"], state["cv"], batch,
+                              self.temperature_at(step))
     updates, opt_state = self.opt.update(out.grads, state["opt"], state["params"])
     cv, cv_opt = out.cv, state["cv_opt"]
     if jax.tree_util.tree_leaves(cv.get("params", {})):
@@ -128,7 +132,8 @@ class _Program:
   def _probe_one(self, state, seed_key, step, data):
     del data
     key = jax.random.fold_in(jax.random.fold_in(seed_key, 2), step)
-    return self.task.probe(self._estimator_at(step), key, state["params"], state["cv"])
+    return self.task.probe(self.estimator, key, state["params"], state["cv"],
+                           self.temperature_at(step))
 
 
 def _slice(tree, i):

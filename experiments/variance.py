@@ -75,11 +75,11 @@ class _Measurer:
 
   def __init__(self, program: runner._Program, settings):
     self.task, self.settings = program.task, settings
-    at = program._estimator_at
+    estimator, at = program.estimator, program.temperature_at
     task, n, chunk = program.task, settings.num_samples, settings.chunk_size
 
     def gradient(params, cv, batch, step, key):
-      return task.gradients(at(step), key, params, cv, batch).grads
+      return task.gradients(estimator, key, params, cv, batch, at(step)).grads
 
     def stats(params, cv, batch, step, key, reference):
       return gumbax.diagnostics.gradient_statistics(
@@ -92,7 +92,7 @@ class _Measurer:
 
       def body(carry, i):
         cv, opt_state = carry
-        out = task.gradients(at(step), jax.random.fold_in(key, i), params, cv, batch)
+        out = task.gradients(estimator, jax.random.fold_in(key, i), params, cv, batch, at(step))
         new_cv = out.cv
         if jax.tree_util.tree_leaves(cv.get("params", {})):
           updates, opt_state = opt.update(out.cv_grads, opt_state, cv["params"])
@@ -102,7 +102,7 @@ class _Measurer:
       carry = (cv, opt.init(cv.get("params", {})))
       return jax.lax.scan(body, carry, jnp.arange(settings.cv_steps))[0][0]
 
-    self.init_cv = jax.jit(lambda params, batch, step, key: task.init_cv(at(step), key, params, batch))
+    self.init_cv = jax.jit(lambda params, batch, step, key: task.init_cv(estimator, key, params, batch))
     self.adapt = jax.jit(adapt)
     self.stats = jax.jit(stats)
     self._compiled = None

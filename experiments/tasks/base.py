@@ -72,14 +72,21 @@ class Task(abc.ABC):
     """The estimator's control variate for this task."""
     return estimator.init(key, self.model(params, batch)[0])
 
-  def gradients(self, estimator, key, params, cv, batch) -> gumbax.estimators.StepGradients:
-    """The loss, the parameters' gradient estimate and the control variate's update."""
-    return gumbax.estimators.value_and_grads(
-        estimator, key, lambda p: self.model(p, batch), params, cv)
+  def gradients(self, estimator, key, params, cv, batch,
+                temperature=None) -> gumbax.estimators.StepGradients:
+    """The loss, the parameters' gradient estimate and the control variate's update.
 
-  def probe(self, estimator, key, params, cv) -> dict[str, jax.Array]:
-    """Extra per-log metrics at the current parameters (e.g. exact loss); default none."""
-    del estimator, key, params, cv
+    ``temperature`` is the step's scheduled temperature for an estimator with
+    ``uses_temperature`` (the runner passes ``tau(step)``), None for the others;
+    it is passed on to the estimator's calls.
+    """
+    return gumbax.estimators.value_and_grads(
+        estimator, key, lambda p: self.model(p, batch), params, cv, temperature=temperature)
+
+  def probe(self, estimator, key, params, cv, temperature=None) -> dict[str, jax.Array]:
+    """Extra per-log metrics at the current parameters (e.g. exact loss); default none.
+    ``temperature`` as for :meth:`gradients`."""
+    del estimator, key, params, cv, temperature
     return {}
 
   def eval_samples(self, final: bool) -> int:

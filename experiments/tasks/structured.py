@@ -61,8 +61,9 @@ class StructuredOutput(_mnist.MnistTask):
   def nll_given(self, params, h, y):
     return -_mnist.bernoulli_log_likelihood(_mnist.affine(params["out"], h), y)
 
-  def _downstream(self, estimator, keys, params, cvs, level, y):
-    """``f`` for layer ``level``: the loss given its sample (nested surrogates below).
+  def _downstream(self, estimator, keys, params, cvs, level, y, temperature=None):
+    """``f`` for layer ``level``: the loss given its sample (nested surrogates below,
+    each estimator called at ``temperature``).
 
     Below the last layer ``f`` samples the layers above it, so it comes with its
     mean-field version (each later layer at its mean), which MuProp expands around.
@@ -72,8 +73,8 @@ class StructuredOutput(_mnist.MnistTask):
       if level == self.depth - 1:
         return self.nll_given(params, h, y)
       logits = self.logits(params, level + 1, h)
-      below = self._downstream(estimator, keys, params, cvs, level + 1, y)
-      return estimator(keys[level + 1], logits, below, cvs[level + 1])
+      below = self._downstream(estimator, keys, params, cvs, level + 1, y, temperature)
+      return estimator(keys[level + 1], logits, below, cvs[level + 1], temperature=temperature)
 
     def mean_field(b):
       h = self.flatten(b)
@@ -107,14 +108,14 @@ class StructuredOutput(_mnist.MnistTask):
       return {}
     return {"params": [c["params"] for c in cvs], "state": [c["state"] for c in cvs]}
 
-  def gradients(self, estimator, key, params, cv, batch):
+  def gradients(self, estimator, key, params, cv, batch, temperature=None):
     x, y = batch[:, :HALF], batch[:, HALF:]
     keys = list(jax.random.split(key, self.depth))
     cvs = self._split_cv(cv)
 
     def mean_surrogate(p):
-      f = self._downstream(estimator, keys, p, cvs, 0, y)
-      values = estimator(keys[0], self.logits(p, 0, x), f, cvs[0])
+      f = self._downstream(estimator, keys, p, cvs, 0, y, temperature)
+      values = estimator(keys[0], self.logits(p, 0, x), f, cvs[0], temperature=temperature)
       return jnp.mean(values), values
 
     (loss, values), grads = jax.value_and_grad(mean_surrogate, has_aux=True)(params)
@@ -129,8 +130,9 @@ class StructuredOutput(_mnist.MnistTask):
       total = 0.0
       for level in range(self.depth):
         logits = self.logits(params, level, hs[level])
-        f = self._downstream(estimator, keys, params, local, level, y)
-        total = total + estimator.variance_loss(keys[level], logits, f, local[level])
+        f = self._downstream(estimator, keys, params, local, level, y, temperature)
+        total = total + estimator.variance_loss(keys[level], logits, f, local[level],
+                                                temperature=temperature)
       return total
 
     has_params = bool(jax.tree_util.tree_leaves(cv["params"]))

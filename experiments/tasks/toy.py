@@ -56,11 +56,11 @@ class Toy(Task):
       return jnp.where(self.config.target > 0.5, p, 1 - p) if self.config.target != 0.5 else p
     return jax.nn.softmax(theta)[jnp.argmin(jnp.abs(self._values() - self.config.target))]
 
-  def probe(self, estimator, key, params, cv):
+  def probe(self, estimator, key, params, cv, temperature=None):
     logits, f = self.model(params, None)
 
     def one(k):
-      return jax.grad(lambda l: jnp.sum(estimator(k, l, f, cv)))(logits)
+      return jax.grad(lambda l: jnp.sum(estimator(k, l, f, cv, temperature=temperature)))(logits)
 
     grads = jax.vmap(one)(jax.random.split(key, self.config.variance_samples))
     return {"exact_loss": self.exact_loss(params),

@@ -29,7 +29,6 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import jax
@@ -102,13 +101,15 @@ class Vae(_mnist.MnistTask):
     return (self.q_logits(params, batch, temperature),
             lambda z: -self.log_likelihood(params, z, batch))
 
-  def gradients(self, estimator, key, params, cv, batch):
+  def gradients(self, estimator, key, params, cv, batch, temperature=None):
     tau = 1.0
-    if self.slope_annealing:  # the schedule's tau (the runner sets it) moves into q
-      tau = estimator.temperature
-      estimator = dataclasses.replace(estimator, temperature=1.0)
+    if self.slope_annealing:  # the schedule's tau moves into q; the estimator runs at 1
+      if temperature is None:
+        raise ValueError("slope annealing divides the logits by the step's temperature: "
+                         "pass `temperature` (the schedule's tau) to gradients.")
+      tau, temperature = temperature, 1.0
     out = gumbax.estimators.value_and_grads(
-        estimator, key, lambda p: self.model(p, batch, tau), params, cv)
+        estimator, key, lambda p: self.model(p, batch, tau), params, cv, temperature=temperature)
     kl, kl_grads = jax.value_and_grad(
         lambda p: jnp.mean(self.kl(p, self.q_logits(p, batch, tau))))(params)
     grads = jax.tree_util.tree_map(jnp.add, out.grads, kl_grads)

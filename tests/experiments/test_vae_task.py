@@ -45,7 +45,7 @@ def test_slope_annealing_is_the_plain_model_with_tempered_logits(distribution, t
   key = jax.random.key(2)
 
   def sloped_grads(tau):
-    return sloped.gradients(dataclasses.replace(st, temperature=tau), key, params, {}, batch)
+    return sloped.gradients(st, key, params, {}, batch, tau)
 
   fn = jax.jit(sloped_grads) if transform == "jit" else sloped_grads
   out = fn(jnp.float32(TAU))
