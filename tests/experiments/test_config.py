@@ -146,6 +146,18 @@ def test_sweep_temperatures_set_the_initial_temperature(tmp_path):
   assert not cfg_lib.scheduled_temperature("reinforce")
 
 
+def test_the_schedule_drives_the_estimators_that_declare_a_sampling_temperature(tmp_path):
+  from experiments import runner
+  for name in gumbax.estimators.names():
+    assert cfg_lib.scheduled_temperature(name) == gumbax.estimators.get(name).uses_temperature
+    assert cfg_lib.learned_temperature(name) == (name in ("rebar", "relax"))
+  config = cfg_lib.load(_write(tmp_path, "name: x\nestimator: rebar\ntemperature: {init: 0.3}\n"))
+  assert runner.make_estimator(config).lambda_init == 0.3  # the learned lambda starts at init
+  config = cfg_lib.load(_write(tmp_path, "name: x\nestimator: relaxed\ntemperature: {init: 0.3}\n"))
+  assert runner.make_estimator(config) == gumbax.estimators.get(  # tau comes per call
+      "relaxed", distribution=config.task.distribution)
+
+
 def test_an_estimator_entry_changes_only_the_optimizer_fields_it_sets(tmp_path):
   path = _write(tmp_path, """
 name: x
