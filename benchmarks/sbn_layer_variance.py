@@ -46,7 +46,7 @@ import numpy as np
 
 import gumbax
 from experiments import config as cfg_lib
-from experiments import io
+from experiments import files
 from experiments import runner
 from experiments.tasks import make_task
 
@@ -56,11 +56,11 @@ def load_params(member: pathlib.Path):
   the checkpoint's control variate as a raw state dict."""
   config = cfg_lib.load(member / "config.yaml")
   task = make_task(config)
-  steps = io.checkpoint_steps(member)
+  steps = files.checkpoint_steps(member)
   if not steps:
     raise FileNotFoundError(f"No checkpoint in {member}.")
   payload = flax.serialization.msgpack_restore(
-      (member / f"{io.CHECKPOINT_PREFIX}{steps[-1]}.msgpack").read_bytes())
+      (member / f"{files.CHECKPOINT_PREFIX}{steps[-1]}.msgpack").read_bytes())
   template = task.init(jax.random.key(0))
   params = flax.serialization.from_state_dict(template, payload["state"]["params"])
   return config, task, params, steps[-1], payload["state"].get("cv", {})

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import tqdm
 
-from experiments import io
+from experiments import files
 
 FILES: dict[str, str] = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -166,7 +166,7 @@ def _parse_idx(data: bytes, name: str, path: pathlib.Path) -> np.ndarray:
 def _fetch(url: str, target: pathlib.Path, name: str, progress: bool) -> None:
   """Downloads ``url`` into ``target`` atomically, after verifying the checksum."""
   # open(..., "xb") honours the umask, unlike tempfile's private 0600 files.
-  tmp = io.temporary_name(target)
+  tmp = files.temporary_name(target)
   try:
     with open(tmp, "xb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
       total = response.headers.get("Content-Length")

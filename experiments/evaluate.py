@@ -29,7 +29,7 @@ import time
 import jax
 
 from experiments import config as cfg_lib
-from experiments import io
+from experiments import files
 from experiments import report
 from experiments import runner
 from experiments.tasks import make_task
@@ -83,7 +83,7 @@ def evaluate_run(run_dir: str | pathlib.Path, samples: int,
       continue
     config = cfg_lib.load(folder / "config.yaml")
     step = config.train.steps
-    if step not in io.checkpoint_steps(folder):
+    if step not in files.checkpoint_steps(folder):
       skipped.append(f"{folder.name}: not evaluated, no checkpoint at its final step {step}")
       continue
     key = _task_key(config)
@@ -98,12 +98,12 @@ def evaluate_run(run_dir: str | pathlib.Path, samples: int,
     if unknown:
       raise ValueError(f"{folder.name}: no split {', '.join(map(repr, unknown))}; "
                        f"its task has {', '.join(task.eval_splits)}")
-    params = io.load_params(folder, step, task.init(jax.random.key(0)))
+    params = files.load_params(folder, step, task.init(jax.random.key(0)))
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     # Older summaries hold no m per split: start from the config's, for the splits kept.
     summary["final_eval_samples"] = dict(report.final_eval_samples(summary))
-    log = io.MetricsLog(folder / "metrics.jsonl")
+    log = files.MetricsLog(folder / "metrics.jsonl")
     try:
       for split in chosen:
         key = runner.eval_key(jax.random.key(config.seed), step, split)  # the final evaluation's
@@ -119,7 +119,7 @@ def evaluate_run(run_dir: str | pathlib.Path, samples: int,
     seconds = time.perf_counter() - t0
     summary.setdefault("evaluations", []).append(
         {"samples": samples, "splits": chosen, "seconds": round(seconds, 1), "time": stamp})
-    io.write_json(folder / "summary.json", summary)
+    files.write_json(folder / "summary.json", summary)
     evaluated.append(folder.name)
     shown = ", ".join(f"{k} {v:.2f}" for k, v in summary["final"].items()
                       if k.split("/", 1)[0] in chosen and isinstance(v, float))

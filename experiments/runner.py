@@ -27,7 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import gumbax
 from experiments import config as cfg_lib
 from experiments import data as data_lib
-from experiments import io
+from experiments import files
 from experiments.tasks import MNIST_TASKS, make_task
 
 __all__ = ["run"]
@@ -150,7 +150,7 @@ class _MemberFiles:
   def __init__(self, folder: pathlib.Path, member: cfg_lib.Member):
     self.folder, self.member = folder, member
     folder.mkdir(parents=True, exist_ok=True)
-    io.write_atomic(folder / "config.yaml", cfg_lib.to_yaml(member.config))
+    files.write_atomic(folder / "config.yaml", cfg_lib.to_yaml(member.config))
     self.summary = {"member": member.id, "task": member.task_label,
                     "distribution": member.config.task.distribution,
                     "estimator": member.config.estimator.title, "seed": member.config.seed,
@@ -166,12 +166,12 @@ class _MemberFiles:
     return json.loads(path.read_text()).get("status") if path.exists() else None
 
   def open(self, resume_step: int):
-    io.truncate_metrics(self.folder / "metrics.jsonl", resume_step)
-    self.log = io.MetricsLog(self.folder / "metrics.jsonl")
+    files.truncate_metrics(self.folder / "metrics.jsonl", resume_step)
+    self.log = files.MetricsLog(self.folder / "metrics.jsonl")
 
   def write_summary(self, **updates):
     self.summary.update(updates)
-    io.write_json(self.folder / "summary.json", self.summary)
+    files.write_json(self.folder / "summary.json", self.summary)
 
   def close(self):
     if self.log is not None:
@@ -181,8 +181,8 @@ class _MemberFiles:
 def _train_group(program: _Program, members: list[cfg_lib.Member], run_dir: pathlib.Path,
                  progress: bool) -> None:
   c = program.config
-  files = [_MemberFiles(run_dir / "members" / m.id, m) for m in members]
-  todo = [f.previous_status() not in ("completed", "nan") for f in files]
+  member_files = [_MemberFiles(run_dir / "members" / m.id, m) for m in members]
+  todo = [f.previous_status() not in ("completed", "nan") for f in member_files]
   if not any(todo):
     return
   data = program.task.data()
@@ -194,22 +194,22 @@ def _train_group(program: _Program, members: list[cfg_lib.Member], run_dir: path
   # same program as every later one (an uncommitted input compiles a second copy).
   replicated = NamedSharding(program.mesh, PartitionSpec())
   state = jax.device_put(program.init(seed_keys, data), replicated)
-  pending = [f for f, t in zip(files, todo) if t]
-  common = set.intersection(*[set(io.checkpoint_steps(f.folder)) for f in pending])
+  pending = [f for f, t in zip(member_files, todo) if t]
+  common = set.intersection(*[set(files.checkpoint_steps(f.folder)) for f in pending])
   start, elapsed = 0, 0.0
   if common:
     start = max(common)
     slices = []
-    for i, f in enumerate(files):  # finished members keep their initial state (ignored)
+    for i, f in enumerate(member_files):  # finished members keep their initial state (ignored)
       slice_i = _slice(state, i)
       if todo[i]:
-        slice_i, meta = io.load_checkpoint(f.folder, start, slice_i)
+        slice_i, meta = files.load_checkpoint(f.folder, start, slice_i)
         elapsed = meta.get("wall_time", 0.0)
       slices.append(slice_i)
     state = jax.device_put(_stack(slices), replicated)
     _say(f"[{members[0].group}] resuming from the checkpoint at step {start}")
   alive = np.array(todo)  # finished members of a partly finished group are left untouched
-  for i, f in enumerate(files):
+  for i, f in enumerate(member_files):
     if alive[i]:
       f.open(start)
       f.write_summary(steps=start, wall_time=elapsed)
@@ -223,7 +223,7 @@ def _train_group(program: _Program, members: list[cfg_lib.Member], run_dir: path
       losses = np.asarray(losses)
       probes = {k: np.asarray(v) for k, v in program.probe(state, seed_keys, end, data).items()}
       wall = time.perf_counter() - t0
-      for i, f in enumerate(files):
+      for i, f in enumerate(member_files):
         if not alive[i]:
           continue
         row = {"step": end, "split": "train", "wall_time": wall,
@@ -247,23 +247,23 @@ def _train_group(program: _Program, members: list[cfg_lib.Member], run_dir: path
         bar.set_postfix(loss=f"{np.mean(losses[alive]):.4g}")
       final = end == steps
       if c.train.eval_every and end % c.train.eval_every == 0 and not final:
-        _evaluate(program, state, seed_keys, files, alive, end, wall, final=False)
+        _evaluate(program, state, seed_keys, member_files, alive, end, wall, final=False)
       if end % c.train.checkpoint_every == 0 or final:
-        for i, f in enumerate(files):
+        for i, f in enumerate(member_files):
           if alive[i]:
-            io.save_checkpoint(f.folder, end, _slice(state, i), {"wall_time": wall})
+            files.save_checkpoint(f.folder, end, _slice(state, i), {"wall_time": wall})
             f.write_summary(steps=end, wall_time=wall)
     else:
       wall = time.perf_counter() - t0
-      _evaluate(program, state, seed_keys, files, alive, steps, wall, final=True)
-      for i, f in enumerate(files):
+      _evaluate(program, state, seed_keys, member_files, alive, steps, wall, final=True)
+      for i, f in enumerate(member_files):
         if alive[i]:
           f.write_summary(status="completed", steps=steps, wall_time=wall,
                           message=f"completed {steps} steps")
   finally:
     if bar is not None:
       bar.close()
-    for f in files:
+    for f in member_files:
       f.close()
 
 
@@ -281,16 +281,16 @@ def evaluation_temperature(config: cfg_lib.Config, step: int) -> float:
   return float(temperature_schedule(config)(max(step - 1, 0)))
 
 
-def _evaluate(program, state, seed_keys, files, alive, step, wall, *, final):
+def _evaluate(program, state, seed_keys, member_files, alive, step, wall, *, final):
   task = program.task
   temperature = evaluation_temperature(program.config, step)
-  for i, f in enumerate(files):
+  for i, f in enumerate(member_files):
     if not alive[i]:
       continue
     params = _slice(state, i)["params"]
     final_metrics = {}
     if final:
-      last = [r for r in io.read_jsonl(f.folder / "metrics.jsonl") if r.get("split") == "train"]
+      last = [r for r in files.read_jsonl(f.folder / "metrics.jsonl") if r.get("split") == "train"]
       if last:
         final_metrics["train/loss"] = last[-1]["loss"]
     for split in task.eval_splits:
@@ -357,7 +357,7 @@ def run(config: cfg_lib.Config, run_dir: str | pathlib.Path, *, progress: bool =
   for m in members:
     groups.setdefault(m.group if config.seeds_vectorized else m.id, []).append(m)
   programs = _programs([group[0] for group in groups.values()], config.data.if_missing)
-  io.write_atomic(saved, cfg_lib.to_yaml(config))
+  files.write_atomic(saved, cfg_lib.to_yaml(config))
   for group in groups.values():
     if group[0].group in programs:
       _train_group(programs[group[0].group], group, run_dir, progress)

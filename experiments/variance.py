@@ -32,7 +32,7 @@ from jax.sharding import Mesh
 
 import gumbax
 from experiments import config as cfg_lib
-from experiments import io
+from experiments import files
 from experiments import runner
 from experiments.tasks import make_task
 
@@ -176,7 +176,7 @@ def run_variance(config: cfg_lib.Config, out_dir: str | pathlib.Path, *, progres
   """
   specs = _check(config)
   out_dir = pathlib.Path(out_dir)
-  io.write_atomic(out_dir / "config.yaml", cfg_lib.to_yaml(config))
+  files.write_atomic(out_dir / "config.yaml", cfg_lib.to_yaml(config))
   v = config.variance
   train_spec = v.train_estimator or config.estimator
   mesh = Mesh(np.array(jax.devices()), ("data",))
@@ -193,7 +193,7 @@ def run_variance(config: cfg_lib.Config, out_dir: str | pathlib.Path, *, progres
   rows, t0, done = [], time.perf_counter(), 0
   bar = runner._progress(progress, len(v.checkpoints) * len(specs), 0, "variance")
   (out_dir / "variance.jsonl").unlink(missing_ok=True)  # a study is rerun whole, not resumed
-  log = io.MetricsLog(out_dir / "variance.jsonl")
+  log = files.MetricsLog(out_dir / "variance.jsonl")
   try:
     for step in sorted(v.checkpoints):
       while done < step:
@@ -220,7 +220,7 @@ def run_variance(config: cfg_lib.Config, out_dir: str | pathlib.Path, *, progres
              "checkpoints": sorted(v.checkpoints), "num_samples": v.num_samples,
              "batch_size": config.train.batch_size, "devices": jax.device_count(),
              "wall_time": time.perf_counter() - t0, "rows": rows}
-  io.write_json(out_dir / "summary.json", summary)
+  files.write_json(out_dir / "summary.json", summary)
   summary["tables"] = write_tables(rows, out_dir)
   summary["plots"] = write_plots(rows, out_dir)
   return summary
@@ -246,7 +246,7 @@ def write_tables(rows: list[dict], out_dir: pathlib.Path) -> list[str]:
     lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns[1:]) + " |" for r in chosen]
     note = (f"\nStep {step}; reference: {chosen[0]['reference']} (its standard error, squared "
             f"and summed: {chosen[0]['reference_se2']:.3g}).\n")
-    io.write_atomic(md, "\n".join(lines) + "\n" + note)
+    files.write_atomic(md, "\n".join(lines) + "\n" + note)
     path_csv = out_dir / f"table_step{step}.csv"
     with open(path_csv, "w", newline="") as handle:
       writer = csv.writer(handle)

@@ -11,7 +11,7 @@ import pytest
 from experiments import cli
 from experiments import config as cfg_lib
 from experiments import evaluate
-from experiments import io
+from experiments import files
 from experiments import report as rp
 from experiments import runner
 from experiments.tasks import make_task
@@ -48,7 +48,7 @@ def run_copy(tiny_run, tmp_path, monkeypatch):
 def test_the_runs_own_m_reproduces_its_final_metrics(run_copy):
   folder, before = _summary(run_copy)
   assert before["final_eval_samples"] == {"valid": 8, "test": 8}
-  rows_before = io.read_jsonl(folder / "metrics.jsonl")
+  rows_before = files.read_jsonl(folder / "metrics.jsonl")
   result = evaluate.evaluate_run(run_copy, 8)
   assert result == {"evaluated": [folder.name], "skipped": []}
   _, after = _summary(run_copy)
@@ -58,7 +58,7 @@ def test_the_runs_own_m_reproduces_its_final_metrics(run_copy):
   assert after["final_eval_samples"] == {"valid": 8, "test": 8}
   (record,) = after["evaluations"]
   assert record["samples"] == 8 and record["splits"] == ["valid", "test"]
-  rows = io.read_jsonl(folder / "metrics.jsonl")
+  rows = files.read_jsonl(folder / "metrics.jsonl")
   assert rows[:len(rows_before)] == rows_before  # the earlier rows stay
   new = rows[len(rows_before):]
   assert [(r["split"], r["step"], r["iw_samples"]) for r in new] == [("valid", 20, 8), ("test", 20, 8)]
@@ -86,7 +86,7 @@ def test_more_samples_on_one_split(run_copy):
   assert rp._series(member, "test", "nll")[20] == after["final"]["test/nll"]
   # A summary written before the m was recorded: the other split keeps the config's m.
   del after["final_eval_samples"]
-  io.write_json(folder / "summary.json", after)
+  files.write_json(folder / "summary.json", after)
   evaluate.evaluate_run(run_copy, 100, ["test"])
   assert _summary(run_copy)[1]["final_eval_samples"] == {"valid": 8, "test": 100}
 
@@ -102,11 +102,11 @@ def test_unfinished_members_and_bad_input(run_copy, tmp_path):
   with pytest.raises(ValueError, match="not a run folder"):
     evaluate.evaluate_run(tmp_path / "nowhere", 10)
   summary["status"] = "running"
-  io.write_json(folder / "summary.json", summary)
+  files.write_json(folder / "summary.json", summary)
   result = evaluate.evaluate_run(run_copy, 10)
   assert result["evaluated"] == [] and "its status is 'running'" in result["skipped"][0]
   summary["status"] = "completed"
-  io.write_json(folder / "summary.json", summary)
+  files.write_json(folder / "summary.json", summary)
   for path in folder.glob("checkpoint-20.msgpack"):
     path.unlink()
   result = evaluate.evaluate_run(run_copy, 10)
@@ -167,7 +167,7 @@ def test_a_slope_annealed_run_is_evaluated_at_its_last_temperature(tmp_path, mon
   tau = runner.evaluation_temperature(member, 20)
   np.testing.assert_allclose(tau, np.exp(-0.1), rtol=1e-6)
   task = make_task(member)
-  params = io.load_params(folder, 20, task.init(jax.random.key(0)))
+  params = files.load_params(folder, 20, task.init(jax.random.key(0)))
   key = runner.eval_key(jax.random.key(member.seed), 20, "test")
   at_tau = task.evaluate(params, key, "test", 8, final=True, temperature=tau)
   at_one = task.evaluate(params, key, "test", 8, final=True, temperature=1.0)

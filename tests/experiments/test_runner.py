@@ -16,7 +16,7 @@ import yaml
 from experiments import cli
 from experiments import config as cfg_lib
 from experiments import data as data_lib
-from experiments import io
+from experiments import files
 from experiments import runner
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ def _rows(run_dir):
   out = {}
   for folder in sorted((pathlib.Path(run_dir) / "members").iterdir()):
     out[folder.name] = [{k: v for k, v in r.items() if k != "wall_time"}
-                        for r in io.read_jsonl(folder / "metrics.jsonl")]
+                        for r in files.read_jsonl(folder / "metrics.jsonl")]
   return out
 
 
@@ -70,7 +70,7 @@ def test_toy_sweep_writes_every_output_and_learns(tmp_path):
                                "toy-bernoulli-t0.45-reinforce-seed0", "toy-bernoulli-t0.45-reinforce-seed1"]
   for member, summary in summaries.items():
     assert summary["status"] == "completed" and summary["steps"] == 40
-    rows = io.read_jsonl(run_dir / "members" / member / "metrics.jsonl")
+    rows = files.read_jsonl(run_dir / "members" / member / "metrics.jsonl")
     train = [r for r in rows if r["split"] == "train"]
     assert [r["step"] for r in train] == [10, 20, 30, 40]
     assert all(np.isfinite(r["grad_variance"]) and r["grad_variance"] >= 0 for r in train)
@@ -137,7 +137,7 @@ sweep: {tasks: [{name: toy, target: .nan}, {name: toy, target: 0.45}]}
   bad = summaries["toy-bernoulli-tnan-reinforce-seed0"]
   assert bad["status"] == "nan" and "nan at step 1" in bad["message"]
   assert "metrics.jsonl" in bad["message"] and "nan at step 1" in capsys.readouterr().err
-  rows = io.read_jsonl(tmp_path / "run" / "members" / bad["member"] / "metrics.jsonl")
+  rows = files.read_jsonl(tmp_path / "run" / "members" / bad["member"] / "metrics.jsonl")
   # Strict JSON: the NaN loss is null and named in "nonfinite"; a parser that
   # refuses NaN/Infinity (as jq does) reads every line.
   assert [r["step"] for r in rows] == [10] and rows[0]["loss"] is None
@@ -166,7 +166,7 @@ train: {steps: 30000, log_every: 10, eval_every: 0, checkpoint_every: 200}
       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   deadline = time.monotonic() + 240
   while time.monotonic() < deadline and proc.poll() is None:
-    if len(io.checkpoint_steps(member)) >= 2 and len(io.read_jsonl(member / "metrics.jsonl")) > 45:
+    if len(files.checkpoint_steps(member)) >= 2 and len(files.read_jsonl(member / "metrics.jsonl")) > 45:
       break
     time.sleep(0.05)
   assert proc.poll() is None, f"the run ended before it was killed: {proc.stderr.read().decode()}"
@@ -174,7 +174,7 @@ train: {steps: 30000, log_every: 10, eval_every: 0, checkpoint_every: 200}
   proc.wait()
   proc.stderr.close()
   assert json.loads((member / "summary.json").read_text())["status"] == "running"
-  written = len(io.read_jsonl(member / "metrics.jsonl"))
+  written = len(files.read_jsonl(member / "metrics.jsonl"))
   config = cfg_lib.load(tmp_path / "r.yaml")
   runner.run(config, run_dir, progress=False)
   assert json.loads((member / "summary.json").read_text())["status"] == "completed"
@@ -235,7 +235,7 @@ def test_structured_output_end_to_end(tmp_path, monkeypatch):
   runner.run(config, tmp_path / "run", progress=False)
   (summary,) = _summaries(tmp_path / "run").values()
   assert summary["status"] == "completed"
-  rows = io.read_jsonl(tmp_path / "run" / "members" / summary["member"] / "metrics.jsonl")
+  rows = files.read_jsonl(tmp_path / "run" / "members" / summary["member"] / "metrics.jsonl")
   nll = [r["nll"] for r in rows if r["split"] == "test"]
   assert len(nll) == 2 and all(np.isfinite(nll)) and 0 < nll[-1] < 392 * np.log(2)
 
