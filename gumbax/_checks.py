@@ -65,6 +65,23 @@ def category_axis(axis: Any, ndim: int, name: str = "logits") -> int:
   return int(axis) % ndim
 
 
+def check_int(value: Any, name: str, minimum: int) -> int:
+  """Checks that ``value`` is an integer >= ``minimum``; returns it as a Python int.
+
+  The one rule for integer arguments: ``TypeError`` when ``value`` is not an integer
+  (``bool`` is not one; Python ints and NumPy integer scalars are), ``ValueError``
+  when it is below ``minimum``. The message names the argument, the value received
+  and what was expected.
+  """
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    raise TypeError(
+        f"`{name}` must be an int >= {minimum}; got {value!r} of type "
+        f"{type(value).__name__}.")
+  if value < minimum:
+    raise ValueError(f"`{name}` must be an int >= {minimum}; got {value!r}.")
+  return int(value)
+
+
 def is_concrete(x: Any) -> bool:
   """Whether ``x`` holds values that can be read on the host now.
 

@@ -58,11 +58,6 @@ def _choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
     raise ValueError(f"`{name}` must be one of {list(choices)}; got {value!r}.")
 
 
-def _positive_int(value: Any, name: str) -> None:
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-    raise ValueError(f"`{name}` must be an int >= 1; got {value!r}.")
-
-
 def check_common(layer: str, temperature, hard, axis, learn_temperature,
                  temperature_shape, min_temperature, deterministic, eval_mode,
                  rng_collection) -> None:
@@ -99,8 +94,8 @@ def check_common(layer: str, temperature, hard, axis, learn_temperature,
 
 
 def check_latent(num_latents, num_classes, prior, kl) -> None:
-  _positive_int(num_latents, "num_latents")
-  _positive_int(num_classes, "num_classes")
+  _checks.check_int(num_latents, "num_latents", 1)
+  _checks.check_int(num_classes, "num_classes", 1)
   _choice(prior, "prior", PRIORS)
   _choice(kl, "kl", KLS)
 

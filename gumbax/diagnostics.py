@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import numbers
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
+
+from gumbax import _checks
 
 __all__ = ["GradientStats", "estimator_statistics", "gradient_statistics",
            "per_sample_gradient_fn", "per_sample_gradients"]
@@ -120,14 +121,6 @@ class GradientStats:
 
 jax.tree_util.register_dataclass(GradientStats, meta_fields=["num_samples"], data_fields=[
     f.name for f in dataclasses.fields(GradientStats) if f.name != "num_samples"])
-
-
-def _positive_int(value: Any, name: str, minimum: int) -> int:
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-    raise TypeError(f"`{name}` must be an int; got {value!r} of type {type(value).__name__}.")
-  if value < minimum:
-    raise ValueError(f"`{name}` must be >= {minimum}; got {value}.")
-  return int(value)
 
 
 def _acc_dtype(dtype: Any) -> np.dtype:
@@ -320,8 +313,8 @@ def _check_reference(reference: PyTree, shapes: PyTree) -> PyTree:
 def _gradient_statistics(grad_fn, key, num_samples, reference, chunk_size, devices,
                          vectorized=False):
   """Validates the arguments and runs the program on ``devices`` (private)."""
-  num_samples = _positive_int(num_samples, "num_samples", 2)
-  chunk_size = _positive_int(chunk_size, "chunk_size", 1)
+  num_samples = _checks.check_int(num_samples, "num_samples", 2)
+  chunk_size = _checks.check_int(chunk_size, "chunk_size", 1)
   if not callable(grad_fn):
     raise TypeError(f"`grad_fn` must be callable (key -> gradient); got {grad_fn!r}.")
   key = key if isinstance(key, jax.Array) else jnp.asarray(key)

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from gumbax import _checks
+
 __all__ = ["Schedule", "constant", "cosine", "exponential_annealing", "linear"]
 
 Schedule = Callable[[ArrayLike], jax.Array]
@@ -31,12 +33,6 @@ def _positive(value, name: str) -> float:
       or not math.isfinite(value) or value <= 0):
     raise ValueError(f"`{name}` must be a finite number > 0; got {value!r}.")
   return float(value)
-
-
-def _int_at_least(value, name: str, minimum: int) -> int:
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-    raise ValueError(f"`{name}` must be an int >= {minimum}; got {value!r}.")
-  return int(value)
 
 
 def _steps(step: ArrayLike) -> jax.Array:
@@ -74,7 +70,7 @@ def exponential_annealing(init_value: float = 1.0, rate: float = 3e-5, floor: fl
   """
   init_value = _positive(init_value, "init_value")
   floor = _positive(floor, "floor")
-  every = _int_at_least(every, "every", 1)
+  every = _checks.check_int(every, "every", 1)
   if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (
       math.isfinite(rate) and rate >= 0):
     raise ValueError(f"`rate` must be a finite number >= 0; got {rate!r}.")
@@ -112,8 +108,8 @@ def linear(init_value: float, end_value: float, transition_steps: int,
   """
   init_value = _positive(init_value, "init_value")
   end_value = _positive(end_value, "end_value")
-  transition_steps = _int_at_least(transition_steps, "transition_steps", 1)
-  transition_begin = _int_at_least(transition_begin, "transition_begin", 0)
+  transition_steps = _checks.check_int(transition_steps, "transition_steps", 1)
+  transition_begin = _checks.check_int(transition_begin, "transition_begin", 0)
 
   def schedule(step: ArrayLike) -> jax.Array:
     step = _steps(step)
@@ -146,7 +142,7 @@ def cosine(init_value: float, end_value: float, decay_steps: int) -> Schedule:
   """
   init_value = _positive(init_value, "init_value")
   end_value = _positive(end_value, "end_value")
-  decay_steps = _int_at_least(decay_steps, "decay_steps", 1)
+  decay_steps = _checks.check_int(decay_steps, "decay_steps", 1)
 
   def schedule(step: ArrayLike) -> jax.Array:
     step = jnp.minimum(_steps(step), decay_steps).astype(jnp.float32)

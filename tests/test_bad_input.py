@@ -10,6 +10,8 @@
 4. ``gumbel_top_k`` refuses ``k`` above a row's unmasked count for concrete logits.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -376,3 +378,59 @@ def test_top_k_traced_k_above_the_unmasked_count_puts_masked_ones_last():
     np.testing.assert_array_equal(np.isfinite(picked[1]), [True, True, False, False])
     np.testing.assert_array_equal(np.isfinite(picked[0]), [True, True, True, False])
     assert np.all(np.isfinite(picked[2]))
+
+
+# ---- one rule for integer arguments ------------------------------------------------
+# Every public integer argument goes through ``_checks.check_int``: TypeError when the
+# value is not an integer (bool is not one; NumPy integer scalars are), ValueError when
+# it is below the minimum; the message names the argument and the value received.
+
+
+def _int_argument_calls():
+  from flax import nnx
+  from gumbax import diagnostics, estimators, schedules
+  from gumbax import nnx as gnnx
+
+  def grad_fn(k):
+    return {"a": jax.random.normal(k, (2,))}
+
+  return {
+      "estimator num_samples (rloo)": ("num_samples", lambda v: estimators.get("rloo", num_samples=v)),
+      "estimator num_samples (gumbel_rao)":
+          ("num_samples", lambda v: estimators.get("gumbel_rao", num_samples=v)),
+      "schedule every": ("every", lambda v: schedules.exponential_annealing(every=v)),
+      "schedule transition_steps":
+          ("transition_steps", lambda v: schedules.linear(1.0, 0.5, transition_steps=v)),
+      "schedule decay_steps": ("decay_steps", lambda v: schedules.cosine(1.0, 0.5, decay_steps=v)),
+      "diagnostics num_samples": ("num_samples", lambda v: diagnostics.gradient_statistics(
+          grad_fn, jax.random.key(0), num_samples=v)),
+      "diagnostics chunk_size": ("chunk_size", lambda v: diagnostics.gradient_statistics(
+          grad_fn, jax.random.key(0), num_samples=4, chunk_size=v)),
+      "layer num_latents": ("num_latents", lambda v: gnnx.CategoricalLatent(
+          5, v, 3, rngs=nnx.Rngs(0))),
+  }
+
+
+_INT_PLACES = list(_int_argument_calls())
+
+
+@pytest.mark.parametrize("place", _INT_PLACES)
+@pytest.mark.parametrize("value", [2.5, "3", True])
+def test_integer_argument_of_wrong_type_is_type_error(place, value):
+  name, call = _int_argument_calls()[place]
+  with pytest.raises(TypeError, match=rf"`{name}` must be an int >= \d+; got {re.escape(repr(value))}"):
+    call(value)
+
+
+@pytest.mark.parametrize("place", _INT_PLACES)
+@pytest.mark.parametrize("value", [0, -3])
+def test_integer_argument_below_minimum_is_value_error(place, value):
+  name, call = _int_argument_calls()[place]
+  with pytest.raises(ValueError, match=rf"`{name}` must be an int >= \d+; got {value}"):
+    call(value)
+
+
+@pytest.mark.parametrize("value", [3, np.int32(3), np.int64(3)])
+def test_check_int_accepts_python_and_numpy_integers(value):
+  out = _checks.check_int(value, "n", 1)
+  assert out == 3 and type(out) is int

@@ -332,10 +332,10 @@ def test_many_samples_bounded_memory():
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
-    (dict(num_samples=1), ValueError, r"`num_samples` must be >= 2; got 1"),
-    (dict(num_samples=2.5), TypeError, r"`num_samples` must be an int; got 2.5"),
+    (dict(num_samples=1), ValueError, r"`num_samples` must be an int >= 2; got 1"),
+    (dict(num_samples=2.5), TypeError, r"`num_samples` must be an int >= 2; got 2.5 of type float"),
     (dict(num_samples=True), TypeError, r"`num_samples`"),
-    (dict(chunk_size=0), ValueError, r"`chunk_size` must be >= 1; got 0"),
+    (dict(chunk_size=0), ValueError, r"`chunk_size` must be an int >= 1; got 0"),
     (dict(reference=[0.0, 0.0]), ValueError, r"`reference` must have the structure"),
     (dict(reference={"a": np.zeros(3), "b": 0.0}), ValueError,
      r"`reference` leaf \['a'\] must have the gradient's shape \(2,\); got \(3,\)"),

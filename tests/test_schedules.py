@@ -72,22 +72,23 @@ def test_inside_a_scanned_training_loop():
   np.testing.assert_allclose(total, sum(want), rtol=1e-6)
 
 
-@pytest.mark.parametrize("factory, kwargs, argument", [
-    (schedules.exponential_annealing, {"init_value": 0.0}, "init_value"),
-    (schedules.exponential_annealing, {"floor": -0.5}, "floor"),
-    (schedules.exponential_annealing, {"rate": -1e-3}, "rate"),
-    (schedules.exponential_annealing, {"every": 0}, "every"),
-    (schedules.exponential_annealing, {"every": 2.5}, "every"),
-    (schedules.linear, {"init_value": 1.0, "end_value": 0.0, "transition_steps": 5}, "end_value"),
+@pytest.mark.parametrize("factory, kwargs, argument, error", [
+    (schedules.exponential_annealing, {"init_value": 0.0}, "init_value", ValueError),
+    (schedules.exponential_annealing, {"floor": -0.5}, "floor", ValueError),
+    (schedules.exponential_annealing, {"rate": -1e-3}, "rate", ValueError),
+    (schedules.exponential_annealing, {"every": 0}, "every", ValueError),
+    (schedules.exponential_annealing, {"every": 2.5}, "every", TypeError),
+    (schedules.linear, {"init_value": 1.0, "end_value": 0.0, "transition_steps": 5}, "end_value", ValueError),
     (schedules.linear, {"init_value": 1.0, "end_value": 0.5, "transition_steps": 0},
-     "transition_steps"),
+     "transition_steps", ValueError),
     (schedules.linear, {"init_value": 1.0, "end_value": 0.5, "transition_steps": 5,
-                        "transition_begin": -1}, "transition_begin"),
+                        "transition_begin": -1}, "transition_begin", ValueError),
     (schedules.cosine, {"init_value": float("nan"), "end_value": 0.5, "decay_steps": 5},
-     "init_value"),
-    (schedules.cosine, {"init_value": 1.0, "end_value": 0.5, "decay_steps": True}, "decay_steps"),
-    (schedules.constant, {"value": -1.0}, "value"),
+     "init_value", ValueError),
+    (schedules.cosine, {"init_value": 1.0, "end_value": 0.5, "decay_steps": True}, "decay_steps", TypeError),
+    (schedules.constant, {"value": -1.0}, "value", ValueError),
 ])
-def test_invalid_arguments_are_named(factory, kwargs, argument):
-  with pytest.raises(ValueError, match=f"`{argument}`"):
+def test_invalid_arguments_are_named(factory, kwargs, argument, error):
+  # One rule: TypeError for a wrong type (2.5, True), ValueError for a wrong value.
+  with pytest.raises(error, match=f"`{argument}`"):
     factory(**kwargs)

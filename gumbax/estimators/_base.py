@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import numbers
 from typing import Any, Callable, ClassVar
 
 import jax
@@ -367,11 +366,6 @@ def score_term(signal, logp) -> jax.Array:
 def zero_valued(x) -> jax.Array:
   """``x - stop_gradient(x)``: zero forward, ``x``'s gradient backward."""
   return x - jax.lax.stop_gradient(x)
-
-
-def check_int(value, name: str, minimum: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-    raise ValueError(f"`{name}` must be an int >= {minimum}; got {value!r}.")
 
 
 

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 
 from gumbax.estimators import _network
-from gumbax.estimators._base import Estimator, check_int, detach, register, score_term, zero_valued
+from gumbax._checks import check_int
+from gumbax.estimators._base import Estimator, detach, register, score_term, zero_valued
 
 __all__ = ["Rebar", "Relax"]
 

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gumbax import _checks
-from gumbax.estimators._base import Estimator, check_int, register
+from gumbax._checks import check_int
+from gumbax.estimators._base import Estimator, register
 
 __all__ = ["Exact"]
 

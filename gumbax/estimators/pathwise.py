@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from gumbax import _checks
-from gumbax.estimators._base import Estimator, check_int, register
+from gumbax._checks import check_int
+from gumbax.estimators._base import Estimator, register
 from gumbax.relaxed import check_st_backward, st_backward, st_combine
 
 __all__ = ["GumbelRao", "ReinMax", "Relaxed", "StraightThrough", "StraightThroughGumbel"]

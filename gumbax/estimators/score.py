@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from gumbax.estimators import _network
-from gumbax.estimators._base import Estimator, MeanFieldLoss, check_int, register, score_term, zero_valued
+from gumbax._checks import check_int
+from gumbax.estimators._base import Estimator, MeanFieldLoss, register, score_term, zero_valued
 
 __all__ = ["MuProp", "Reinforce", "ReinforceLeaveOneOut"]
 
