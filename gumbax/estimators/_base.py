@@ -63,8 +63,8 @@ def get(name: str, **hyperparameters: Any) -> "Estimator":
   Example:
     >>> est = gumbax.estimators.get("rloo", num_samples=4)
 
-  References:
-    The estimator contract: ../shared/DESIGN.md section 3.
+  The estimator contract (a surrogate whose ``jax.grad`` is the estimate) is stated
+  in this module's docstring and in :class:`Estimator`.
   """
   if name not in _REGISTRY:
     raise ValueError(f"Unknown estimator {name!r}; valid names are {names()}.")
