@@ -221,15 +221,14 @@ def gumbel_top_k(key: ArrayLike, logits: ArrayLike, k: int, *, axis: int = -1) -
   raw, (logits, dtype) = logits, _checks.as_logits(logits)
   axis = _checks.category_axis(axis, logits.ndim)
   num_classes = logits.shape[axis]
-  if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-    raise TypeError(f"`k` must be a Python int; got {k!r} of type {type(k).__name__}.")
-  if not 1 <= k <= num_classes:
+  k = _checks.check_int(k, "k", 1)
+  if k > num_classes:
     raise ValueError(
         f"`k`={k} must be between 1 and the number of categories along axis {axis}, "
         f"{num_classes}.")
-  _checks.check_rows(raw, axis, k=int(k))
+  _checks.check_rows(raw, axis, k=k)
   scores = jnp.moveaxis(perturb(key, jax.lax.stop_gradient(logits), dtype), axis, -1)
-  _, index = jax.lax.top_k(scores, int(k))
+  _, index = jax.lax.top_k(scores, k)
   valid = jnp.max(scores, axis=-1, keepdims=True) > -jnp.inf   # False for NaN rows too
   index = jnp.where(valid, index.astype(jnp.int32), -1)
   return jnp.moveaxis(index, -1, axis)
