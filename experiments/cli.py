@@ -34,6 +34,12 @@ Config-driven experiments with gumbax estimators.
       Updates each member's summary.json final metrics and their m, appends the
       new rows to metrics.jsonl (the earlier ones stay), then rebuilds the report.
 
+  python -m experiments layer-variance MEMBER_DIR [--estimators E ...] [--keys N] [--json FILE]
+      Per-layer gradient variance at the newest checkpoint of one member of a
+      structured_output run: each estimator (a registry name, name:key=value, or
+      `trained`, the member's own estimator and control variate) draws N gradients
+      on one batch of validation images; prints one table (--json also writes it).
+
   python -m experiments list
       The configs in configs/, the tasks, the estimators and the schedules.
 
@@ -84,7 +90,7 @@ def _configs_dir() -> pathlib.Path:
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="python -m experiments", description=DESCRIPTION,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  sub = parser.add_subparsers(dest="command", required=True, metavar="{run,variance,evaluate,list,report}")
+  sub = parser.add_subparsers(dest="command", required=True, metavar="{run,variance,evaluate,layer-variance,list,report}")
   run = sub.add_parser("run", help="train every member of a config (resumes an existing run)",
                        description="Train every sweep member of CONFIG; see `python -m experiments -h`.")
   run.add_argument("config", help="a YAML config, or an existing run folder to resume")
@@ -108,6 +114,14 @@ def _parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--splits", nargs="+", metavar="SPLIT",
                         help="the splits to evaluate (default: all of the task's, e.g. valid test)")
   evaluate.add_argument("--no-report", action="store_true", help="skip rebuilding the table and plots")
+  layers = sub.add_parser("layer-variance", help="per-layer gradient variance at an SBN checkpoint",
+                          description="Per-layer gradient variance of estimators at the newest "
+                          "checkpoint of a structured_output member; see `python -m experiments -h`.")
+  layers.add_argument("member", type=pathlib.Path, help="a member folder with checkpoints")
+  layers.add_argument("--estimators", nargs="+", default=["muprop", "reinforce", "straight_through"],
+                      help="registry names, name:key=value,..., or `trained`")
+  layers.add_argument("--keys", type=_positive_int, default=512, help="gradients per estimator (>= 2)")
+  layers.add_argument("--json", type=pathlib.Path, help="also write the numbers to this file")
   sub.add_parser("list", help="configs, tasks, estimators and schedules")
   report = sub.add_parser("report", help="rebuild tables and plots from run folders")
   report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -141,9 +155,9 @@ def _run(args) -> int:
 def _diverged(config, out: pathlib.Path) -> int:
   """Says which members stopped on a non-finite loss; 1 when every trained member did."""
   import json
-  from experiments import config as cfg_lib
+  from experiments import sweep
   statuses = {}
-  for member in cfg_lib.expand(config)[0]:
+  for member in sweep.expand(config)[0]:
     path = out / "members" / member.id / "summary.json"
     if path.is_file():
       statuses[member.id] = json.loads(path.read_text()).get("status")
@@ -186,6 +200,27 @@ def _evaluate(args) -> int:
     if result["evaluated"] and not args.no_report:
       status = max(status, _print_report(lambda d=run_dir: report.report([d]), None))
   return status
+
+
+def _layer_variance(args) -> int:
+  import json
+  from experiments import files
+  from experiments.layer_variance import layer_variance
+  try:
+    result = layer_variance(args.member, args.estimators, args.keys)
+  except (ValueError, TypeError) as err:  # a bad member folder or estimator spec
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+  print(f"{args.member.name}, step {result['step']}, {result['keys']} gradients on "
+        f"{result['batch_size']} {result['split']} images")
+  print("| estimator | group | total variance | squared norm of the mean |")
+  print("|---|---|---|---|")
+  for name, groups in result["stats"].items():
+    for group, (var, mean2) in groups.items():
+      print(f"| {name} | {group} | {var:.4g} | {mean2:.4g} |")
+  if args.json:
+    files.write_atomic(args.json, json.dumps(result, indent=1))
+  return 0
 
 
 def _list() -> int:
@@ -245,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
       return _variance(args)
     if args.command == "evaluate":
       return _evaluate(args)
+    if args.command == "layer-variance":
+      return _layer_variance(args)
     if args.command == "list":
       return _list()
     return _report(args)

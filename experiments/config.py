@@ -3,8 +3,8 @@
 A config names one task, one estimator, a temperature schedule, an optimizer and a
 training length; its ``sweep:`` section lists values to run every combination of
 (tasks x estimators x temperatures x learning rates x seeds). :func:`load` reads a
-YAML file, applies ``key=value`` overrides and validates; :func:`expand` turns the
-result into sweep members, each a complete config without a sweep.
+YAML file, applies ``key=value`` overrides and validates;
+:func:`experiments.sweep.expand` turns the result into sweep members.
 
 Why pydantic: typed fields with ``extra="forbid"`` catch unknown keys and wrong
 types with the dotted location of the error, ``Literal`` fields list the valid
@@ -14,8 +14,6 @@ PyYAML parses the files and the override values (so ``sweep.seeds=[0,1]`` is a l
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import pathlib
 import re
 from typing import Annotated, Any, Literal, Optional, Union
@@ -26,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import gumbax
 
-__all__ = ["Config", "ConfigError", "Member", "expand", "for_estimator", "learned_temperature",
-           "load", "parse_overrides", "scheduled_temperature", "validate"]
+__all__ = ["Config", "ConfigError", "EstimatorSpec", "incompatibility", "load", "parse_overrides",
+           "to_yaml", "validate"]
 
 Distribution = Literal["bernoulli", "categorical"]
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -269,19 +267,6 @@ class Config(_Schema):
   variance: VarianceStudy = VarianceStudy()
 
 
-def scheduled_temperature(estimator_name: str) -> bool:
-  """Whether the temperature schedule drives this estimator: whether it declares a
-  sampling temperature (``uses_temperature``, the pathwise ones)."""
-  return gumbax.estimators.get(estimator_name).uses_temperature
-
-
-def learned_temperature(estimator_name: str) -> bool:
-  """Whether this estimator learns a control-variate temperature that starts at
-  ``temperature.init`` (REBAR and RELAX: their ``lambda_init`` field)."""
-  cls = type(gumbax.estimators.get(estimator_name))
-  return "lambda_init" in {f.name for f in dataclasses.fields(cls)}
-
-
 SLOPE_TASKS = ("vae",)  # the tasks whose logits slope annealing can temper
 
 
@@ -393,7 +378,7 @@ def validate(raw: dict, source: str = "<dict>") -> Config:
       problems.append(f"  estimator: {config.estimator.title} cannot train this task: {reason}")
   for spec in specs:
     temperature = spec.temperature or config.temperature
-    if temperature.slope and not scheduled_temperature(spec.name):
+    if temperature.slope and not gumbax.estimators.get(spec.name).uses_temperature:
       problems.append(f"  estimator {spec.title}: temperature.slope needs an estimator whose "
                       "temperature the schedule drives (e.g. straight_through); "
                       f"{spec.name!r} has none or learns its own")
@@ -433,92 +418,3 @@ def load(path: str | pathlib.Path, overrides: list[str] = ()) -> Config:
 def to_yaml(config: Config) -> str:
   """The resolved config as YAML (every default spelled out)."""
   return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-
-
-@dataclasses.dataclass(frozen=True)
-class Member:
-  """One sweep member: a complete config (no sweep) and its folder name."""
-  id: str
-  config: Config
-  task_label: str = ""
-
-  @property
-  def group(self) -> str:
-    """The id without the seed: members differing only by seed share it."""
-    return self.id.rsplit("-seed", 1)[0]
-
-
-def describe(task) -> str:
-  """A short name of a task configuration, e.g. ``vae-categorical-20x10``."""
-  if task.distribution == "categorical":
-    shape = f"K{task.num_classes}" if task.name == "toy" else f"{task.num_latents}x{task.num_classes}"
-  else:
-    shape = "" if task.name == "toy" else f"{task.num_latents}"
-  parts = [task.name, task.distribution, shape]
-  if task.name == "toy":
-    parts.append(f"t{task.target:g}")
-  return "-".join(p for p in parts if p)
-
-
-def task_label(task, tasks) -> str:
-  """:func:`describe`, made unique within a sweep's task list."""
-  label = describe(task)
-  if [describe(t) for t in tasks].count(label) > 1:
-    label += f"-task{tasks.index(task)}"
-  return label
-
-
-def _slug(text: str) -> str:
-  return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
-
-
-def for_estimator(config: Config, spec: EstimatorSpec) -> Config:
-  """``config`` as ``spec`` runs it: its estimator, its temperature section (when it
-  has one) and its optimizer fields in place of the config's; without a sweep."""
-  return config.model_copy(update={
-      "estimator": spec, "sweep": Sweep(),
-      "temperature": spec.temperature or config.temperature,
-      "optimizer": spec.optimizer.apply(config.optimizer) if spec.optimizer else config.optimizer})
-
-
-def expand(config: Config) -> tuple[list[Member], list[str]]:
-  """Every (task, estimator, temperature, learning rate, seed) combination of the sweep.
-
-  Returns:
-    ``(members, skipped)``: the members, and a note for each incompatible
-    (task, estimator) pair left out.
-  """
-  sweep = config.sweep
-  tasks = sweep.tasks or [config.task]
-  specs = sweep.estimators or [config.estimator]
-  temps = sweep.temperatures or [config.temperature.init]
-  lrs = sweep.learning_rates or [config.optimizer.learning_rate]
-  seeds = sweep.seeds if sweep.seeds is not None else [config.seed]
-  members, skipped, seen = [], [], set()
-  for task, spec, temp, lr, seed in itertools.product(tasks, specs, temps, lrs, seeds):
-    if spec.tasks is not None and task.name not in spec.tasks:
-      continue  # the entry asks for other tasks only
-    reason = incompatibility(task, spec, config.temperature)
-    if reason:
-      note = f"skipped {task.name}/{task.distribution} x {spec.title}: {reason}"
-      if note not in skipped:
-        skipped.append(note)
-      continue
-    parts = [task_label(task, tasks), spec.slug]
-    if len(temps) > 1:
-      parts.append(f"tau{temp:g}")
-    if len(lrs) > 1:
-      parts.append(f"lr{lr:g}")
-    member_id = _slug("-".join(parts)) + f"-seed{seed}"
-    if member_id in seen:
-      raise ConfigError(f"The sweep lists the same member twice: {member_id}. Give one of the "
-                        "estimator entries a `label` (e.g. two optimizer settings of one estimator).")
-    seen.add(member_id)
-    at_lr = config.optimizer.model_copy(update={"learning_rate": lr})
-    member = for_estimator(config.model_copy(update={"optimizer": at_lr}), spec)
-    member = member.model_copy(update={"task": task, "seed": seed})
-    if sweep.temperatures:
-      tau = member.temperature.model_copy(update={"init": temp})
-      member = member.model_copy(update={"temperature": tau})
-    members.append(Member(member_id, member, task_label(task, tasks)))
-  return members, skipped

@@ -23,22 +23,20 @@ from __future__ import annotations
 import datetime
 import json
 import pathlib
-import sys
 import time
 
 import jax
+import numpy as np
+from jax.sharding import Mesh
 
 from experiments import config as cfg_lib
+from experiments import console
 from experiments import files
 from experiments import report
-from experiments import runner
+from experiments.program import Program, evaluation_key
 from experiments.tasks import make_task
 
 __all__ = ["evaluate_run"]
-
-
-def _say(message: str) -> None:
-  print(message, file=sys.stderr, flush=True)
 
 
 def _task_key(config: cfg_lib.Config) -> str:
@@ -46,6 +44,63 @@ def _task_key(config: cfg_lib.Config) -> str:
   (data and jitted code)."""
   return json.dumps([config.task.model_dump(mode="json"), config.data.model_dump(mode="json"),
                      config.train.batch_size, config.temperature.slope], sort_keys=True)
+
+
+def _check_args(run_dir: pathlib.Path, samples) -> list[pathlib.Path]:
+  """The member folders of ``run_dir``; ValueError for bad arguments."""
+  if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+    raise ValueError(f"samples must be a positive integer, got {samples!r}")
+  if not (run_dir / "config.yaml").is_file():
+    raise ValueError(f"{str(run_dir)!r} is not a run folder (no config.yaml)")
+  folders = sorted(p for p in (run_dir / "members").glob("*") if (p / "summary.json").is_file())
+  if not folders:
+    raise ValueError(f"run folder {str(run_dir)!r} has no members with a summary.json")
+  return folders
+
+
+def _splits(folder: pathlib.Path, task, config: cfg_lib.Config, splits) -> list[str]:
+  """The splits to evaluate; ValueError when the task draws no samples or lacks one."""
+  if not task.sampled_eval:
+    raise ValueError(f"the {config.task.name} task's evaluation draws no samples (it is exact "
+                     "or absent), so another m changes nothing")
+  chosen = list(splits) if splits else list(task.eval_splits)
+  unknown = [s for s in chosen if s not in task.eval_splits]
+  if unknown:
+    raise ValueError(f"{folder.name}: no split {', '.join(map(repr, unknown))}; "
+                     f"its task has {', '.join(task.eval_splits)}")
+  return chosen
+
+
+def _evaluate_member(folder: pathlib.Path, summary: dict, program: Program, samples: int,
+                     chosen: list[str]) -> None:
+  """Evaluates one member's final checkpoint on ``chosen``; appends the rows to its
+  ``metrics.jsonl`` and updates its ``summary.json``."""
+  config, task = program.config, program.task
+  step = config.train.steps
+  params = files.load_params(folder, step, task.init(jax.random.key(0)))
+  stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  t0 = time.perf_counter()
+  # Older summaries hold no m per split: start from the config's, for the splits kept.
+  summary["final_eval_samples"] = dict(report.final_eval_samples(summary))
+  log = files.MetricsLog(folder / "metrics.jsonl")
+  try:
+    for split in chosen:
+      key = evaluation_key(jax.random.key(config.seed), step, split)  # the final evaluation's
+      metrics = task.evaluate(params, key, split, samples, final=True,
+                              temperature=program.evaluation_temperature(step))
+      log.write({"step": step, "split": split, "wall_time": summary.get("wall_time"),
+                 "final": True, "reevaluated": stamp, **metrics})
+      summary["final"].update({f"{split}/{k}": v for k, v in metrics.items() if k != "iw_samples"})
+      summary["final_eval_samples"][split] = samples
+  finally:
+    log.close()
+  seconds = time.perf_counter() - t0
+  summary.setdefault("evaluations", []).append(
+      {"samples": samples, "splits": chosen, "seconds": round(seconds, 1), "time": stamp})
+  files.write_json(folder / "summary.json", summary)
+  shown = ", ".join(f"{k} {v:.2f}" for k, v in summary["final"].items()
+                    if k.split("/", 1)[0] in chosen and isinstance(v, float))
+  console.say(f"[{folder.name}] m = {samples}: {shown} ({seconds:.0f} s)")
 
 
 def evaluate_run(run_dir: str | pathlib.Path, samples: int,
@@ -67,14 +122,9 @@ def evaluate_run(run_dir: str | pathlib.Path, samples: int,
       the task does not have.
     experiments.data.MnistNotFoundError: the task's data cannot be found.
   """
-  if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-    raise ValueError(f"samples must be a positive integer, got {samples!r}")
   run_dir = pathlib.Path(run_dir)
-  if not (run_dir / "config.yaml").is_file():
-    raise ValueError(f"{str(run_dir)!r} is not a run folder (no config.yaml)")
-  folders = sorted(p for p in (run_dir / "members").glob("*") if (p / "summary.json").is_file())
-  if not folders:
-    raise ValueError(f"run folder {str(run_dir)!r} has no members with a summary.json")
+  folders = _check_args(run_dir, samples)
+  mesh = Mesh(np.array(jax.devices()), ("data",))
   tasks, evaluated, skipped = {}, [], []
   for folder in folders:
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
@@ -82,46 +132,14 @@ def evaluate_run(run_dir: str | pathlib.Path, samples: int,
       skipped.append(f"{folder.name}: not evaluated, its status is {summary.get('status')!r}")
       continue
     config = cfg_lib.load(folder / "config.yaml")
-    step = config.train.steps
-    if step not in files.checkpoint_steps(folder):
-      skipped.append(f"{folder.name}: not evaluated, no checkpoint at its final step {step}")
+    if config.train.steps not in files.checkpoint_steps(folder):
+      skipped.append(f"{folder.name}: not evaluated, no checkpoint at its final step "
+                     f"{config.train.steps}")
       continue
     key = _task_key(config)
     if key not in tasks:
       tasks[key] = make_task(config)
-    task = tasks[key]
-    if not task.sampled_eval:
-      raise ValueError(f"the {config.task.name} task's evaluation draws no samples (it is exact "
-                       "or absent), so another m changes nothing")
-    chosen = list(splits) if splits else list(task.eval_splits)
-    unknown = [s for s in chosen if s not in task.eval_splits]
-    if unknown:
-      raise ValueError(f"{folder.name}: no split {', '.join(map(repr, unknown))}; "
-                       f"its task has {', '.join(task.eval_splits)}")
-    params = files.load_params(folder, step, task.init(jax.random.key(0)))
-    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    t0 = time.perf_counter()
-    # Older summaries hold no m per split: start from the config's, for the splits kept.
-    summary["final_eval_samples"] = dict(report.final_eval_samples(summary))
-    log = files.MetricsLog(folder / "metrics.jsonl")
-    try:
-      for split in chosen:
-        key = runner.eval_key(jax.random.key(config.seed), step, split)  # the final evaluation's
-        metrics = task.evaluate(params, key, split, samples, final=True,
-                                temperature=runner.evaluation_temperature(config, step))
-        log.write({"step": step, "split": split, "wall_time": summary.get("wall_time"),
-                   "final": True, "reevaluated": stamp, **metrics})
-        summary["final"].update(
-            {f"{split}/{k}": v for k, v in metrics.items() if k != "iw_samples"})
-        summary["final_eval_samples"][split] = samples
-    finally:
-      log.close()
-    seconds = time.perf_counter() - t0
-    summary.setdefault("evaluations", []).append(
-        {"samples": samples, "splits": chosen, "seconds": round(seconds, 1), "time": stamp})
-    files.write_json(folder / "summary.json", summary)
+    chosen = _splits(folder, tasks[key], config, splits)
+    _evaluate_member(folder, summary, Program(config, tasks[key], mesh), samples, chosen)
     evaluated.append(folder.name)
-    shown = ", ".join(f"{k} {v:.2f}" for k, v in summary["final"].items()
-                      if k.split("/", 1)[0] in chosen and isinstance(v, float))
-    _say(f"[{folder.name}] m = {samples}: {shown} ({seconds:.0f} s)")
   return {"evaluated": evaluated, "skipped": skipped}

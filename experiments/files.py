@@ -147,19 +147,20 @@ def checkpoint_steps(folder: pathlib.Path) -> list[int]:
   return sorted(steps)
 
 
-def _read_checkpoint(folder: pathlib.Path, step: int) -> dict:
+def read_checkpoint(folder: pathlib.Path, step: int) -> dict:
+  """The raw checkpoint at ``step``: ``{"state": state dict, "meta": JSON text}``."""
   raw = (pathlib.Path(folder) / f"{CHECKPOINT_PREFIX}{step}.msgpack").read_bytes()
   return flax.serialization.msgpack_restore(raw)
 
 
 def load_checkpoint(folder: pathlib.Path, step: int, template: Any) -> tuple[Any, dict]:
   """The state (shaped like ``template``) and metadata saved at ``step``."""
-  payload = _read_checkpoint(folder, step)
+  payload = read_checkpoint(folder, step)
   state = flax.serialization.from_state_dict(template, payload["state"])
   return state, json.loads(payload["meta"])
 
 
 def load_params(folder: pathlib.Path, step: int, template: Any) -> Any:
   """The model parameters (shaped like ``template``) of the checkpoint at ``step``."""
-  params = _read_checkpoint(folder, step)["state"]["params"]
+  params = read_checkpoint(folder, step)["state"]["params"]
   return flax.serialization.from_state_dict(template, params)

@@ -19,6 +19,7 @@ References:
 from __future__ import annotations
 
 import csv
+import enum
 import math
 import pathlib
 import sys
@@ -32,8 +33,10 @@ from jax.sharding import Mesh
 
 import gumbax
 from experiments import config as cfg_lib
+from experiments import console
 from experiments import files
-from experiments import runner
+from experiments import sweep
+from experiments.program import Program, Stream, stream
 from experiments.tasks import make_task
 
 __all__ = ["run_variance"]
@@ -66,6 +69,14 @@ def _check(config: cfg_lib.Config) -> list[cfg_lib.EstimatorSpec]:
   return specs
 
 
+class _Key(enum.IntEnum):
+  """The streams of a measurement's key: ``fold_in(key, _Key.X)``."""
+  CV_INIT = 1    # the control variate's initial parameters
+  CV_ADAPT = 2   # its adaptation steps
+  SAMPLES = 3    # the gradient samples
+  MEASURE = 11   # an estimator's measurement (from a checkpoint's key)
+
+
 class _Measurer:
   """Jitted measurement functions of one estimator, compiled once for every checkpoint.
 
@@ -73,7 +84,7 @@ class _Measurer:
   the programs are reused at every checkpoint.
   """
 
-  def __init__(self, program: runner._Program, settings):
+  def __init__(self, program: Program, settings):
     self.task, self.settings = program.task, settings
     estimator, at = program.estimator, program.temperature_at
     task, n, chunk = program.task, settings.num_samples, settings.chunk_size
@@ -115,10 +126,10 @@ class _Measurer:
     running statistics, divided by ``num_samples``.
     """
     step = jnp.asarray(step, jnp.int32)
-    cv = self.init_cv(params, batch, step, jax.random.fold_in(key, 1))
+    cv = self.init_cv(params, batch, step, jax.random.fold_in(key, _Key.CV_INIT))
     if cv and self.settings.cv_steps:
-      cv = self.adapt(params, cv, batch, step, jax.random.fold_in(key, 2))
-    args = (params, cv, batch, step, jax.random.fold_in(key, 3), reference)
+      cv = self.adapt(params, cv, batch, step, jax.random.fold_in(key, _Key.CV_ADAPT))
+    args = (params, cv, batch, step, jax.random.fold_in(key, _Key.SAMPLES), reference)
     if self._compiled is None:
       self._compiled = self.stats.lower(*args).compile()
     start = time.perf_counter()
@@ -138,7 +149,7 @@ def _reference_fn(config, trainer, mesh):
     fn = jax.jit(lambda params, batch, key: trainer.task.gradients(exact, key, params, {}, batch).grads)
     return lambda params, batch, step, key: (fn(params, batch, key), 0.0, "exact")
   spec = v.reference_estimator
-  program = runner._Program(cfg_lib.for_estimator(config, spec), trainer.task, mesh)
+  program = Program(sweep.for_estimator(config, spec), trainer.task, mesh)
   measurer = _Measurer(program, v.model_copy(update={"num_samples": v.reference_samples}))
 
   def reference(params, batch, step, key):
@@ -181,17 +192,17 @@ def run_variance(config: cfg_lib.Config, out_dir: str | pathlib.Path, *, progres
   train_spec = v.train_estimator or config.estimator
   mesh = Mesh(np.array(jax.devices()), ("data",))
   task = make_task(config)
-  trainer = runner._Program(cfg_lib.for_estimator(config, train_spec), task, mesh)
+  trainer = Program(sweep.for_estimator(config, train_spec), task, mesh)
   seed_key = jax.random.key(config.seed)
   seed_keys = jax.random.wrap_key_data(jax.random.key_data(seed_key)[None])
   data = task.data()
   state = trainer.init(seed_keys, data)
-  batch = task.batch(jax.random.fold_in(seed_key, 99), jnp.zeros((), jnp.int32), data)
+  batch = task.batch(stream(seed_key, Stream.STUDY_BATCH), jnp.zeros((), jnp.int32), data)
   reference_fn = _reference_fn(config, trainer, mesh)
-  measurers = [_Measurer(runner._Program(cfg_lib.for_estimator(config, spec), task, mesh), v)
+  measurers = [_Measurer(Program(sweep.for_estimator(config, spec), task, mesh), v)
                for spec in specs]
   rows, t0, done = [], time.perf_counter(), 0
-  bar = runner._progress(progress, len(v.checkpoints) * len(specs), 0, "variance")
+  bar = console.progress_bar(progress, len(v.checkpoints) * len(specs), 0, "variance")
   (out_dir / "variance.jsonl").unlink(missing_ok=True)  # a study is rerun whole, not resumed
   log = files.MetricsLog(out_dir / "variance.jsonl")
   try:
@@ -200,10 +211,10 @@ def run_variance(config: cfg_lib.Config, out_dir: str | pathlib.Path, *, progres
         state, _ = trainer.chunk(state, seed_keys, done, config.train.log_every, data)
         done += config.train.log_every
       params = jax.tree_util.tree_map(lambda x: x[0], state["params"])
-      key = jax.random.fold_in(jax.random.fold_in(seed_key, 7), step)
+      key = jax.random.fold_in(stream(seed_key, Stream.STUDY), step)
       reference, ref_se2, ref_name = reference_fn(params, batch, step, key)
       for spec, measure in zip(specs, measurers):
-        stats, ms = measure(params, batch, step, jax.random.fold_in(key, 11), reference)
+        stats, ms = measure(params, batch, step, jax.random.fold_in(key, _Key.MEASURE), reference)
         row = _row(step, spec.title, stats, ms, ref_se2)
         row["reference"], row["reference_se2"] = ref_name, ref_se2
         row["num_samples"] = v.num_samples
@@ -216,7 +227,7 @@ def run_variance(config: cfg_lib.Config, out_dir: str | pathlib.Path, *, progres
     log.close()
     if bar is not None:
       bar.close()
-  summary = {"task": cfg_lib.describe(config.task), "train_estimator": train_spec.title,
+  summary = {"task": sweep.describe(config.task), "train_estimator": train_spec.title,
              "checkpoints": sorted(v.checkpoints), "num_samples": v.num_samples,
              "batch_size": config.train.batch_size, "devices": jax.device_count(),
              "wall_time": time.perf_counter() - t0, "rows": rows}

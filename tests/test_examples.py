@@ -36,9 +36,10 @@ def test_readme_yaml_blocks_are_valid_configs():
   import re
   import yaml
   from experiments import config as cfg_lib
+  from experiments import sweep
   readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
   blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
   assert blocks
   for block in blocks:
-    members, _ = cfg_lib.expand(cfg_lib.validate(yaml.safe_load(block), "README.md"))
+    members, _ = sweep.expand(cfg_lib.validate(yaml.safe_load(block), "README.md"))
     assert members

@@ -6,6 +6,7 @@ import abc
 import functools
 import math
 import os
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -69,10 +70,12 @@ def _splits(data_dir, binarization, binarization_seed, validation_size, download
 
 
 def load(data_config):
-  """The MNIST splits a data config asks for (cached per process)."""
+  """The MNIST splits a data config asks for (cached per process, per folder: the
+  folder is resolved first, so a changed ``$GUMBAX_DATA_DIR`` is looked at anew)."""
   c = data_config
   mirrors = tuple(c.mirrors) if c.mirrors is not None else data_lib.MIRRORS
-  splits = _splits(c.dir, c.binarization, c.binarization_seed, c.validation_size, c.download,
+  data_dir = str(pathlib.Path(c.dir).expanduser()) if c.dir else str(data_lib.default_data_dir())
+  splits = _splits(data_dir, c.binarization, c.binarization_seed, c.validation_size, c.download,
                    mirrors)
   train = splits.train[:c.train_examples] if c.train_examples else splits.train
   return train, {"valid": splits.valid, "test": splits.test}

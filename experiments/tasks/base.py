@@ -99,7 +99,7 @@ class Task(abc.ABC):
     """Evaluation metrics on ``split`` with ``num_samples`` importance samples (nats).
 
     ``temperature`` is the schedule's value at the last training step before the
-    evaluation (``runner.evaluation_temperature``); only a model with
+    evaluation (``experiments.program.Program.evaluation_temperature``); only a model with
     slope annealing uses it (its logits are divided by it).
     """
     del params, key, split, num_samples, final, temperature

@@ -2,11 +2,14 @@
 
 import pathlib
 
+import jax
+import numpy as np
 import pytest
 import yaml
 
 import gumbax
 from experiments import config as cfg_lib
+from experiments import sweep
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIGS = sorted(ROOT.glob("configs/**/*.yaml"))
@@ -21,7 +24,7 @@ def _write(tmp_path, text, name="c.yaml"):
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_shipped_config_validates_and_expands(path):
   config = cfg_lib.load(path)
-  members, _ = cfg_lib.expand(config)
+  members, _ = sweep.expand(config)
   assert members, f"{path} has no runnable member"
   assert len({m.id for m in members}) == len(members)
 
@@ -125,7 +128,7 @@ sweep:
   learning_rates: [0.1, 0.01]
 """)
   config = cfg_lib.load(path)
-  members, skipped = cfg_lib.expand(config)
+  members, skipped = sweep.expand(config)
   # disarm is Bernoulli-only: 2 tasks x 3 estimators - 1 pair, x 2 seeds x 2 learning rates.
   assert len(members) == (2 * 3 - 1) * 2 * 2
   assert len(skipped) == 1 and "disarm" in skipped[0] and "categorical" in skipped[0]
@@ -140,22 +143,29 @@ sweep:
 
 def test_sweep_temperatures_set_the_initial_temperature(tmp_path):
   config = cfg_lib.load(_write(tmp_path, "name: x\nsweep: {temperatures: [0.5, 2.0]}\n"))
-  members, _ = cfg_lib.expand(config)
+  members, _ = sweep.expand(config)
   assert sorted(m.config.temperature.init for m in members) == [0.5, 2.0]
-  assert cfg_lib.scheduled_temperature("relaxed") and not cfg_lib.scheduled_temperature("rebar")
-  assert not cfg_lib.scheduled_temperature("reinforce")
+  assert gumbax.estimators.get("relaxed").uses_temperature
+  assert not gumbax.estimators.get("rebar").uses_temperature
+  assert not gumbax.estimators.get("reinforce").uses_temperature
 
 
 def test_the_schedule_drives_the_estimators_that_declare_a_sampling_temperature(tmp_path):
-  from experiments import runner
+  from jax.sharding import Mesh
+  from experiments import program
+  from experiments.tasks import make_task
+  mesh = Mesh(np.array(jax.devices()), ("data",))
   for name in gumbax.estimators.names():
-    assert cfg_lib.scheduled_temperature(name) == gumbax.estimators.get(name).uses_temperature
-    assert cfg_lib.learned_temperature(name) == (name in ("rebar", "relax"))
+    assert program.learns_temperature(name) == (name in ("rebar", "relax"))
   config = cfg_lib.load(_write(tmp_path, "name: x\nestimator: rebar\ntemperature: {init: 0.3}\n"))
-  assert runner.make_estimator(config).lambda_init == 0.3  # the learned lambda starts at init
+  assert program.build_estimator(config).lambda_init == 0.3  # the learned lambda starts at init
+  rebar = program.Program(config, make_task(config), mesh)
+  assert rebar.temperature_at(5) is None and rebar.evaluation_temperature(5) == 1.0
   config = cfg_lib.load(_write(tmp_path, "name: x\nestimator: relaxed\ntemperature: {init: 0.3}\n"))
-  assert runner.make_estimator(config) == gumbax.estimators.get(  # tau comes per call
+  assert program.build_estimator(config) == gumbax.estimators.get(  # tau comes per call
       "relaxed", distribution=config.task.distribution)
+  relaxed = program.Program(config, make_task(config), mesh)
+  assert relaxed.uses_temperature and float(relaxed.temperature_at(5)) == np.float32(0.3)
 
 
 def test_an_estimator_entry_changes_only_the_optimizer_fields_it_sets(tmp_path):
@@ -167,7 +177,7 @@ sweep:
   learning_rates: [0.01, 0.001]
 """)
   config = cfg_lib.load(path)
-  members, _ = cfg_lib.expand(config)
+  members, _ = sweep.expand(config)
   by_id = {m.id: m.config.optimizer for m in members}
   assert len(by_id) == 4
   for member_id, opt in by_id.items():
@@ -179,7 +189,7 @@ sweep:
       assert opt.decay_rate == 0.9 and opt.cv_learning_rate is None
   # The saved YAML of a run reloads to the same members (what `run RUN_DIR` resumes).
   reloaded = cfg_lib.validate(yaml.safe_load(cfg_lib.to_yaml(config)))
-  assert [(m.id, m.config) for m in cfg_lib.expand(reloaded)[0]] == [(m.id, m.config) for m in members]
+  assert [(m.id, m.config) for m in sweep.expand(reloaded)[0]] == [(m.id, m.config) for m in members]
 
 
 def test_an_estimator_optimizer_is_validated_and_not_set_twice(tmp_path):
@@ -197,13 +207,13 @@ name: x
 sweep: {estimators: [relaxed, {name: relaxed, optimizer: {decay_rate: 0.5}}]}
 """))
   with pytest.raises(cfg_lib.ConfigError, match="same member twice.*label"):
-    cfg_lib.expand(config)
+    sweep.expand(config)
   config = cfg_lib.load(_write(tmp_path, """
 name: x
 optimizer: {learning_rate: 0.2}
 estimator: {name: relaxed, optimizer: {learning_rate: 0.05, name: sgd}}
 """))
-  (member,), _ = cfg_lib.expand(config)
+  (member,), _ = sweep.expand(config)
   assert member.config.optimizer.learning_rate == 0.05 and member.config.optimizer.name == "sgd"
 
 
@@ -226,7 +236,7 @@ sweep:
     - straight_through
     - {name: straight_through, label: slope_st, temperature: {schedule: exponential, slope: true}}
 """))
-  members, skipped = cfg_lib.expand(config)
+  members, skipped = sweep.expand(config)
   assert sorted(m.id for m in members) == [
       "toy-bernoulli-t0.45-straight_through-seed0", "vae-categorical-20x10-slope_st-seed0",
       "vae-categorical-20x10-straight_through-seed0"]
@@ -239,7 +249,7 @@ def test_an_estimator_entry_can_be_limited_to_some_tasks(tmp_path):
   path = tmp_path / "c.yaml"
   path.write_text("name: c\nsweep:\n  tasks: [{name: toy}, {name: vae}]\n"
                   "  estimators: [relaxed, {name: rebar, tasks: [toy]}]\n")
-  members, _ = cfg_lib.expand(cfg_lib.load(path))
+  members, _ = sweep.expand(cfg_lib.load(path))
   assert sorted(m.id for m in members) == [
       "toy-bernoulli-t0.45-rebar-seed0", "toy-bernoulli-t0.45-relaxed-seed0",
       "vae-categorical-20x10-relaxed-seed0"]

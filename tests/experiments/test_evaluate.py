@@ -5,6 +5,7 @@ import pathlib
 import shutil
 
 import jax
+from jax.sharding import Mesh
 import numpy as np
 import pytest
 
@@ -14,6 +15,7 @@ from experiments import evaluate
 from experiments import files
 from experiments import report as rp
 from experiments import runner
+from experiments.program import Program, evaluation_key
 from experiments.tasks import make_task
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -164,11 +166,11 @@ def test_a_slope_annealed_run_is_evaluated_at_its_last_temperature(tmp_path, mon
     np.testing.assert_allclose(after["final"][name], value, rtol=1e-6, err_msg=name)
   # tau of the last step (19): exp(-0.01 * 10), updated every 10 steps.
   member = cfg_lib.load(folder / "config.yaml")
-  tau = runner.evaluation_temperature(member, 20)
-  np.testing.assert_allclose(tau, np.exp(-0.1), rtol=1e-6)
   task = make_task(member)
+  tau = Program(member, task, Mesh(np.array(jax.devices()), ("data",))).evaluation_temperature(20)
+  np.testing.assert_allclose(tau, np.exp(-0.1), rtol=1e-6)
   params = files.load_params(folder, 20, task.init(jax.random.key(0)))
-  key = runner.eval_key(jax.random.key(member.seed), 20, "test")
+  key = evaluation_key(jax.random.key(member.seed), 20, "test")
   at_tau = task.evaluate(params, key, "test", 8, final=True, temperature=tau)
   at_one = task.evaluate(params, key, "test", 8, final=True, temperature=1.0)
   np.testing.assert_allclose(at_tau["neg_elbo"], before["final"]["test/neg_elbo"], rtol=1e-6)

@@ -9,6 +9,7 @@ import pytest
 
 from experiments import cli
 from experiments import config as cfg_lib
+from experiments import sweep
 from experiments import data as data_lib
 from experiments import report
 
@@ -37,7 +38,7 @@ def _rows(markdown: str, *, drop_wall_time: bool = False) -> list[list[str]]:
 
 
 def test_readme_lists_the_members_the_config_trains():
-  members, _ = cfg_lib.expand(cfg_lib.load(CONFIG))
+  members, _ = sweep.expand(cfg_lib.load(CONFIG))
   want = sorted((m.task_label.split("-")[0], m.config.estimator.title) for m in members)
   got = sorted((row[0].split("-")[0], row[1]) for row in _rows(_readme_tables())
                if row[0] != "task")

@@ -1,6 +1,5 @@
 """End-to-end runs of tiny configs: outputs, determinism, resume, NaN, sharding, fallback."""
 
-import importlib
 import json
 import os
 import pathlib
@@ -17,6 +16,7 @@ from experiments import cli
 from experiments import config as cfg_lib
 from experiments import data as data_lib
 from experiments import files
+from experiments import layer_variance
 from experiments import runner
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -239,13 +239,12 @@ def test_structured_output_end_to_end(tmp_path, monkeypatch):
   nll = [r["nll"] for r in rows if r["split"] == "test"]
   assert len(nll) == 2 and all(np.isfinite(nll)) and 0 < nll[-1] < 392 * np.log(2)
 
-  # The per-layer variance benchmark reads this member's checkpoint.
-  monkeypatch.syspath_prepend(str(ROOT))
-  bench = importlib.import_module("benchmarks.sbn_layer_variance")
+  # The per-layer variance study reads this member's checkpoint.
   out = tmp_path / "variance.json"
-  bench.main([str(tmp_path / "run" / "members" / summary["member"]), "--keys", "8",
-              "--estimators", "muprop", "straight_through", "muprop:mean_field=false",
-              "trained", "reinforce:baseline=nvil", "--json", str(out)])
+  assert cli.main(["layer-variance", str(tmp_path / "run" / "members" / summary["member"]),
+                   "--keys", "8", "--estimators", "muprop", "straight_through",
+                   "muprop:mean_field=false", "trained", "reinforce:baseline=nvil",
+                   "--json", str(out)]) == 0
   stats = json.loads(out.read_text())["stats"]
   # ``trained``: the member's estimator with its checkpoint's control variate, which
   # differs from the one ``init`` gives; the output layer's gradient does not use it.
@@ -264,7 +263,11 @@ def test_structured_output_end_to_end(tmp_path, monkeypatch):
   assert sampled["layer 1"][0] != stats["muprop"]["layer 1"][0]
   np.testing.assert_allclose(sampled["layer 2"], stats["muprop"]["layer 2"], rtol=1e-5)
   with pytest.raises(ValueError, match="key=value"):
-    bench.parse_estimator("muprop:mean_field", "bernoulli")
+    layer_variance.parse_estimator("muprop:mean_field", "bernoulli")
+  # A bad member folder or spec is one error line with exit status 2.
+  assert cli.main(["layer-variance", str(tmp_path / "run"), "--keys", "8"]) == 2
+  assert cli.main(["layer-variance", str(tmp_path / "run" / "members" / summary["member"]),
+                   "--keys", "8", "--estimators", "muprop:mean_field"]) == 2
 
 
 def test_cli_list_and_help(capsys):
