@@ -599,3 +599,58 @@ def test_task_text_leaves_out_data_settings_of_a_task_without_data():
          "hyperparameters": {"task": {"name": "vae", "distribution": "bernoulli"}, "data": data}}
   assert rp.task_text(toy) == "toy-bernoulli-t0.45"
   assert rp.task_text(vae) == "vae-bernoulli-200-binarization=dynamic-validation_size=0"
+
+
+def _variance_row(step: int, estimator: str, variance: float, bias: float) -> dict:
+  """A variance-study row as ``experiments.variance`` writes it (a per-group column too)."""
+  return {"step": step, "estimator": estimator, "total_variance": variance,
+          "log10_variance": math.log10(variance), "squared_bias": bias,
+          "debiased_squared_bias": bias - variance / 1000, "mse": bias + variance,
+          "snr": None, "cosine": 0.5, "ms_per_gradient": 0.123456789,
+          "variance/enc": variance / 3, "squared_bias/enc": bias / 3,
+          "reference": "exact", "reference_se2": 0.0, "num_samples": 1000}
+
+
+VARIANCE_COLUMNS = ["step", "estimator", "total_variance", "log10_variance", "squared_bias",
+                    "debiased_squared_bias", "mse", "snr", "cosine", "ms_per_gradient"]
+
+
+def test_variance_tables_per_checkpoint(tmp_path: Path):
+  rows = [_variance_row(step, name, variance, bias) for step in (0, 20)
+          for name, variance, bias in (("rebar", 12345.678, 0.0), ("relaxed", 0.000123456, 2.5))]
+  paths = rp.write_variance_tables(rows, tmp_path, VARIANCE_COLUMNS)
+  assert paths == [str(tmp_path / f"table_step{s}.{e}") for s in (0, 20) for e in ("md", "csv")]
+  lines = (tmp_path / "table_step20.md").read_text().splitlines()
+  # Step is in the note, not a column; per-group variance columns are appended.
+  header = VARIANCE_COLUMNS[1:] + ["variance/enc"]
+  assert lines[0] == "| " + " | ".join(header) + " |"
+  assert lines[1] == "|" + "---|" * len(header)
+  cells = dict(zip(header, lines[2].strip("| ").split(" | ")))
+  assert cells["estimator"] == "rebar" and cells["total_variance"] == f"{12345.678:.4g}"
+  assert cells["snr"] == "None" and cells["ms_per_gradient"] == "0.1235"
+  assert lines[4:] == ["", "Step 20; reference: exact (its standard error, squared and summed: 0)."]
+  with (tmp_path / "table_step0.csv").open() as f:
+    parsed = list(csv.DictReader(f))
+  assert [r["estimator"] for r in parsed] == ["rebar", "relaxed"]
+  # Full precision in the CSV; None is an empty cell.
+  assert float(parsed[1]["total_variance"]) == 0.000123456 and parsed[1]["snr"] == ""
+  assert float(parsed[1]["variance/enc"]) == rows[1]["variance/enc"]
+
+
+def test_variance_plot_and_resolved_bias(tmp_path: Path):
+  rows = [_variance_row(step, name, variance, bias) for step in (0, 20)
+          for name, variance, bias in (("rebar", 4.0, 0.0), ("relaxed", 0.5, 2.5))]
+  (path,) = rp.write_variance_plots(rows, tmp_path)
+  assert path == str(tmp_path / "plots" / "variance.png")
+  _assert_png(Path(path))
+  # Within the noise (variance / n + the reference's): NaN; beyond it: the debiased value.
+  assert math.isnan(plots.resolved_bias(rows[0]))
+  assert plots.resolved_bias(rows[1]) == rows[1]["debiased_squared_bias"]
+  noise = rows[1]["total_variance"] / rows[1]["num_samples"]
+  assert math.isnan(plots.resolved_bias({**rows[1], "debiased_squared_bias": noise}))
+
+
+def test_markdown_escapes_bars():
+  table = formatting.markdown(["a", "b"], [["x|y", "z"]])
+  assert table.splitlines() == ["| a | b |", "| --- | --- |", "| x\\|y | z |"]
+  assert formatting.markdown(["a"], [], spaced_rule=False).splitlines()[1] == "|---|"
