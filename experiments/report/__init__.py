@@ -27,9 +27,9 @@ from experiments.report.tables import (comparison_table, markdown_tables, select
                                        write_tables, write_variance_tables)
 
 __all__ = ["GroupKey", "MemberResult", "comparison_table", "final_eval_samples", "group_key",
-           "load_run", "lr_decay", "markdown_tables", "read_metrics", "report", "select_by",
-           "series", "task_text", "temperature_schedule", "train_text", "write_plots",
-           "write_tables", "write_variance_plots", "write_variance_tables"]
+           "load_run", "load_runs", "lr_decay", "markdown_tables", "read_metrics", "report",
+           "select_by", "series", "task_text", "temperature_schedule", "train_text",
+           "write_plots", "write_tables", "write_variance_plots", "write_variance_tables"]
 
 
 def report(run_dirs: str | Path | Iterable[str | Path], out_dir: str | Path | None = None,

@@ -81,8 +81,8 @@ def task_text(summary: dict) -> Any:
   its schema's default, e.g. ``vae-bernoulli-200-prior=learned``,
   ``vae-categorical-20x10-encoder=256_128`` or ``vae-bernoulli-200-binarization=dynamic``.
   Evaluation settings (``eval_samples``, ...), where the data is read from
-  (``data.dir``, ...) and data settings of tasks without data (toy) are left out. Summaries without the task's hyperparameters give
-  the bare name.
+  (``data.dir``, ...) and data settings of tasks without data (toy) are left out.
+  Summaries without the task's hyperparameters give the bare name.
   """
   name = summary.get("task")
   hyperparameters = summary.get("hyperparameters") or {}

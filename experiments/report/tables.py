@@ -25,7 +25,7 @@ from experiments.report.loading import MemberResult, as_float, final_eval_sample
 _SPLIT_RANK = {"test": 0, "valid": 1, "train": 2}
 
 
-def metric_order(name: str) -> tuple:
+def _metric_order(name: str) -> tuple:
   """Sort key of a metric name: test, valid, train, then others; by name within a split."""
   return (_SPLIT_RANK.get(name.split("/", 1)[0], 3), name)
 
@@ -43,7 +43,7 @@ def _group_stats(members: list[MemberResult]) -> tuple[list[str], list[dict]]:
   """Metric names (table order) and one record per group: its numbers, status
   counts and the m of its final metrics (:func:`_samples_text`)."""
   names = sorted({name for m in members for name in m.summary.get("final") or {}},
-                 key=metric_order)
+                 key=_metric_order)
   records = []
   for key, group in groups(members).items():
     stats = {}
@@ -74,7 +74,7 @@ def _samples_text(group: list[MemberResult]) -> str:
           for split, values in per_split.items()}
   if len(set(text.values())) == 1:
     return next(iter(text.values()))
-  return ", ".join(f"{split} {text[split]}" for split in sorted(text, key=metric_order))
+  return ", ".join(f"{split} {text[split]}" for split in sorted(text, key=_metric_order))
 
 
 def _status_text(counts: collections.Counter) -> str:
