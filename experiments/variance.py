@@ -18,7 +18,6 @@ References:
 
 from __future__ import annotations
 
-import csv
 import enum
 import math
 import pathlib
@@ -35,6 +34,7 @@ import gumbax
 from experiments import config as cfg_lib
 from experiments import console
 from experiments import files
+from experiments import report
 from experiments import sweep
 from experiments.program import Program, Stream, stream
 from experiments.tasks import make_task
@@ -232,92 +232,7 @@ def run_variance(config: cfg_lib.Config, out_dir: str | pathlib.Path, *, progres
              "batch_size": config.train.batch_size, "devices": jax.device_count(),
              "wall_time": time.perf_counter() - t0, "rows": rows}
   files.write_json(out_dir / "summary.json", summary)
-  summary["tables"] = write_tables(rows, out_dir)
-  summary["plots"] = write_plots(rows, out_dir)
-  return summary
-
-
-def _fmt(x) -> str:
-  if isinstance(x, str):
-    return x
-  if x is None or not np.isfinite(x):
-    return str(x)
-  return f"{x:.4g}"
-
-
-def write_tables(rows: list[dict], out_dir: pathlib.Path) -> list[str]:
-  """``table_stepN.md`` and ``.csv`` per checkpoint."""
-  paths = []
-  extra = sorted({k for r in rows for k in r if k.startswith(("variance/", "mean_cosine/"))})
-  columns = COLUMNS + extra
-  for step in sorted({r["step"] for r in rows}):
-    chosen = [r for r in rows if r["step"] == step]
-    md = out_dir / f"table_step{step}.md"
-    lines = ["| " + " | ".join(columns[1:]) + " |", "|" + "---|" * (len(columns) - 1)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns[1:]) + " |" for r in chosen]
-    note = (f"\nStep {step}; reference: {chosen[0]['reference']} (its standard error, squared "
-            f"and summed: {chosen[0]['reference_se2']:.3g}).\n")
-    files.write_atomic(md, "\n".join(lines) + "\n" + note)
-    path_csv = out_dir / f"table_step{step}.csv"
-    with open(path_csv, "w", newline="") as handle:
-      writer = csv.writer(handle)
-      writer.writerow(columns)
-      writer.writerows([[r.get(c) for c in columns] for r in chosen])
-    paths += [str(md), str(path_csv)]
-  return paths
-
-
-def _resolved_bias(row) -> float:
-  """The noise-corrected squared bias, or NaN where it is within the sampling noise."""
-  noise = row["total_variance"] / max(row.get("num_samples", 1), 1) + row.get("reference_se2", 0.0)
-  value = row["debiased_squared_bias"]
-  return value if value > noise else float("nan")
-
-
-def write_plots(rows: list[dict], out_dir: pathlib.Path) -> list[str]:
-  """Variance and resolved squared bias vs training step per estimator; their scatter.
-
-  The squared bias is the noise-corrected one (``debiased_squared_bias``) and is
-  drawn only where it exceeds its own noise level (the estimator's and the
-  reference's sampling variance): unbiased estimators have no point there.
-  """
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  (out_dir / "plots").mkdir(parents=True, exist_ok=True)
-  names = list(dict.fromkeys(r["estimator"] for r in rows))
-  colors = plt.get_cmap("tab20")
-  markers = "osD^v<>pPX*h"
-  last = max(r["step"] for r in rows)
-  fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-  for i, name in enumerate(names):
-    style = {"color": colors(i % 20), "marker": markers[i % len(markers)], "label": name}
-    mine = sorted((r for r in rows if r["estimator"] == name), key=lambda r: r["step"])
-    steps = [r["step"] for r in mine]
-    axes[0].plot(steps, [r["total_variance"] for r in mine], **style)
-    bias = [_resolved_bias(r) for r in mine]
-    if any(np.isfinite(bias)):
-      axes[1].plot(steps, bias, **style)
-    end = mine[-1]
-    if end["step"] == last and np.isfinite(_resolved_bias(end)):
-      axes[2].scatter([end["total_variance"]], [_resolved_bias(end)], color=style["color"],
-                      marker=style["marker"], label=name)
-  titles = ["gradient variance (sum over parameters)",
-            "squared bias beyond sampling noise",
-            f"bias vs variance at step {last} (biased estimators)"]
-  for ax, title in zip(axes, titles):
-    ax.set_yscale("log")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-  axes[0].set_xlabel("training step")
-  axes[1].set_xlabel("training step")
-  axes[2].set_xscale("log")
-  axes[2].set_xlabel("variance")
-  axes[2].set_ylabel("squared bias")
-  axes[0].legend(fontsize=7, ncol=2)
-  fig.tight_layout()
-  path = out_dir / "plots" / "variance.png"
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  summary["tables"] = report.write_variance_tables(rows, out_dir, COLUMNS)
+  summary["plots"] = report.write_variance_plots(rows, out_dir)
   print(f"variance study written to {out_dir}", file=sys.stderr)
-  return [str(path)]
+  return summary

@@ -85,7 +85,7 @@ def test_more_samples_on_one_split(run_copy):
   assert dict(zip(header, rows[0]))["eval samples (m)"] == "test 200, valid 8"
   # The learning curve ends at the new value: the later row of a step wins.
   (member,) = rp.load_run(run_copy)
-  assert rp._series(member, "test", "nll")[20] == after["final"]["test/nll"]
+  assert rp.series(member, "test", "nll")[20] == after["final"]["test/nll"]
   # A summary written before the m was recorded: the other split keeps the config's m.
   del after["final_eval_samples"]
   files.write_json(folder / "summary.json", after)

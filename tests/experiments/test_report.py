@@ -1,4 +1,4 @@
-"""Tests for experiments.report on synthetic run folders."""
+"""Tests for the experiments.report package on synthetic run folders and variance rows."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from experiments import report as rp
+from experiments.report import formatting, grouping, plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TASKS = ("toy", "vae")
@@ -116,7 +117,7 @@ def test_load_run_skips_member_without_summary(run_dir: Path):
 
 def test_group_key_ignores_seed():
   a = {"task": "t", "estimator": "e", "temperature": 0.5, "learning_rate": 0.1, "seed": 0}
-  key = lambda summary: rp.group_key(rp.Member(Path("."), summary, []))
+  key = lambda summary: rp.group_key(rp.MemberResult(Path("."), summary, []))
   assert key(a) == key({**a, "seed": 7})
   assert key(a) != key({**a, "temperature": 1.0})
 
@@ -177,12 +178,12 @@ def test_other_data_or_training_length_is_its_own_group(tmp_path: Path):
         "hyperparameters": {"task": task, "data": d, "train": t},
         "final": {"test/neg_elbo": 110.0 + i}}))
   members = rp.load_run(tmp_path / "run", [])
-  groups = rp._groups(members)
+  groups = grouping.groups(members)
   assert sorted(sorted(m.dir.name for m in ms) for ms in groups.values()) == [
       ["dynamic-s0"], ["fixed-s0", "fixed-s1"], ["long-s0"]]
   assert {key.task for key in groups} == {"vae-categorical-20x10-prior=learned",
                                           "vae-categorical-20x10-prior=learned-binarization=dynamic"}
-  assert sorted(rp._labels(groups).values()) == [
+  assert sorted(plots.legend_labels(groups).values()) == [
       "muprop prior=learned steps=150000 batch=100", "muprop prior=learned steps=50000 batch=100",
       "muprop prior=learned-binarization=dynamic steps=50000 batch=100"]
   # One plot per task name: the data setting is in the legend, not another file.
@@ -236,7 +237,7 @@ def test_an_annealed_temperature_is_its_own_group(tmp_path: Path):
     assert [r["temperature_schedule"] for r in csv.DictReader(f)] == [
         "", "exponential 3e-05/1000 to 0.5", "exponential 3e-05/1000 to 0.5, slope",
         "linear to 0.25 over 500", ""]
-  assert sorted(rp._labels(rp._groups(members)).values()) == [
+  assert sorted(plots.legend_labels(grouping.groups(members)).values()) == [
       "gumbel_rao(num_samples=10) τ=1", "gumbel_rao(num_samples=10) τ=1, exponential 3e-05/1000 to 0.5",
       "gumbel_rao(num_samples=10) τ=1, exponential 3e-05/1000 to 0.5, slope",
       "gumbel_rao(num_samples=10) τ=1, linear to 0.25 over 500", "rloo τ=1"]
@@ -257,7 +258,7 @@ def test_a_decayed_rate_is_its_own_group_in_tables_and_plots(tmp_path: Path):
   _, csv_path = rp.write_tables(members, tmp_path / "out")
   with csv_path.open() as f:
     assert [r["lr_decay"] for r in csv.DictReader(f)] == ["", "x0.9/1000"]
-  assert sorted(rp._labels(rp._groups(members)).values()) == ["rloo lr=0.001", "rloo lr=0.001 x0.9/1000"]
+  assert sorted(plots.legend_labels(grouping.groups(members)).values()) == ["rloo lr=0.001", "rloo lr=0.001 x0.9/1000"]
 
 
 def test_table_mean_std_match_numpy(run_dir: Path):
@@ -278,15 +279,15 @@ def test_table_mean_std_match_numpy(run_dir: Path):
 
 
 def test_format_rule():
-  assert rp._fmt(1234.5678) == "1234.57"
-  assert rp._fmt(-12.0) == "-12.00"
-  assert rp._fmt(0.0123456) == "0.01235"
-  assert rp._fmt(9.87654) == "9.877"
-  assert rp._fmt(float("nan")) == "nan" and rp._fmt(float("inf")) == "inf"
+  assert formatting.fmt(1234.5678) == "1234.57"
+  assert formatting.fmt(-12.0) == "-12.00"
+  assert formatting.fmt(0.0123456) == "0.01235"
+  assert formatting.fmt(9.87654) == "9.877"
+  assert formatting.fmt(float("nan")) == "nan" and formatting.fmt(float("inf")) == "inf"
   # A std takes its mean's two decimals when the mean has them, else the rule on its own.
-  assert rp._fmt_std(0.298765, 111.41) == "0.30" and rp._fmt_std(0.001, -12.0) == "0.00"
-  assert rp._fmt_std(0.0123456, 3.1) == "0.01235" and rp._fmt_std(12.345, 3.1) == "12.35"
-  assert rp._fmt_std(float("nan"), 111.0) == "nan"
+  assert formatting.fmt_std(0.298765, 111.41) == "0.30" and formatting.fmt_std(0.001, -12.0) == "0.00"
+  assert formatting.fmt_std(0.0123456, 3.1) == "0.01235" and formatting.fmt_std(12.345, 3.1) == "12.35"
+  assert formatting.fmt_std(float("nan"), 111.0) == "nan"
 
 
 def test_single_seed_and_failed_status(tmp_path: Path):
@@ -299,8 +300,8 @@ def test_single_seed_and_failed_status(tmp_path: Path):
   assert toy["status"] == "completed: 1, nan: 1" and vae["status"] == "completed: 1"
   assert toy["test/nll"] == "nan"  # A diverged seed is visible, not averaged away.
   # Only one of the two seeds has train/loss: its value, marked as a partial count.
-  assert toy["train/loss"] == rp._fmt(_final("toy", "rloo", 0)["train/loss"]) + " (n=1)"
-  assert vae["test/nll"] == rp._fmt(_final("vae", "rloo", 0)["test/nll"])  # One seed: no "±".
+  assert toy["train/loss"] == formatting.fmt(_final("toy", "rloo", 0)["train/loss"]) + " (n=1)"
+  assert vae["test/nll"] == formatting.fmt(_final("vae", "rloo", 0)["test/nll"])  # One seed: no "±".
 
 
 def test_csv_columns_parse_back(run_dir: Path, tmp_path: Path):
@@ -372,13 +373,13 @@ def test_a_group_keeps_its_style_when_another_misses_a_panel(tmp_path: Path, mon
   import matplotlib.pyplot as plt
   figures = []
   monkeypatch.setattr(plt, "close", figures.append)
-  members = [rp.Member(tmp_path / n, {"estimator": n, "task": "vae"}, []) for n in "abc"]
+  members = [rp.MemberResult(tmp_path / n, {"estimator": n, "task": "vae"}, []) for n in "abc"]
   groups = {rp.group_key(m): [m] for m in members}
   labels = {key: key.estimator for key in groups}
   curve = {0: 1.0, 10: 2.0}
   panels = [("all", "y", lambda m: curve),
             ("no a", "y", lambda m: {} if m.summary["estimator"] == "a" else curve)]
-  assert rp._draw(tmp_path / "x.png", "t", panels, groups, labels)
+  assert plots.draw(tmp_path / "x.png", "t", panels, groups, labels)
   (fig,) = figures
   first, second = ([line.get_color() for line in ax.lines] for ax in fig.axes)
   assert len(set(first)) == 3 and second == first[1:]
@@ -387,10 +388,10 @@ def test_a_group_keeps_its_style_when_another_misses_a_panel(tmp_path: Path, mon
   assert [ax.get_legend() for ax in fig.axes] == [None, None]
   _assert_png(tmp_path / "x.png")
   # Twelve groups: the eleventh takes the first color again, with another line style.
-  members = [rp.Member(tmp_path / str(i), {"estimator": f"e{i:02d}", "task": "vae"}, [])
+  members = [rp.MemberResult(tmp_path / str(i), {"estimator": f"e{i:02d}", "task": "vae"}, [])
              for i in range(12)]
   groups = {rp.group_key(m): [m] for m in members}
-  assert rp._draw(tmp_path / "y.png", "t", panels[:1], groups, {k: k.estimator for k in groups})
+  assert plots.draw(tmp_path / "y.png", "t", panels[:1], groups, {k: k.estimator for k in groups})
   lines = figures[-1].axes[0].lines
   styles = [(line.get_color(), line.get_linestyle()) for line in lines]
   assert len(set(styles)) == 12 and styles[10] == ("C0", "--")
@@ -413,17 +414,17 @@ def test_gradient_variance_drops_non_positive_values(tmp_path: Path):
   _write_member(run, "toy", "gumbel_rao(num_samples=10)", 0, rows=rows)
   paths = rp.write_plots(rp.load_run(run), tmp_path)
   assert sorted(p.name for p in paths) == ["learning_curves_toy.png", "temperature.png"]
-  assert rp._positive({0: 0.0, 1: -2.0, 2: math.nan, 3: math.inf, 4: 0.5}) == {4: 0.5}
+  assert plots.positive({0: 0.0, 1: -2.0, 2: math.nan, 3: math.inf, 4: 0.5}) == {4: 0.5}
 
 
 def test_ema_and_alignment():
-  assert rp._ema({0: 1.0, 1: float("nan"), 2: 3.0}, alpha=0.5) == {0: 1.0, 1: 1.0, 2: 2.0}
-  steps, mean, lo, hi = rp._aggregate([{0: 1.0, 5: 2.0, 10: 3.0}, {0: 3.0, 10: 5.0}])
+  assert plots.ema({0: 1.0, 1: float("nan"), 2: 3.0}, alpha=0.5) == {0: 1.0, 1: 1.0, 2: 2.0}
+  steps, mean, lo, hi = plots.aggregate([{0: 1.0, 5: 2.0, 10: 3.0}, {0: 3.0, 10: 5.0}])
   np.testing.assert_array_equal(steps, [0, 10])
   np.testing.assert_array_equal(mean, [2.0, 4.0])
   np.testing.assert_array_equal(lo, [1.0, 3.0])
   np.testing.assert_array_equal(hi, [3.0, 5.0])
-  assert rp._aggregate([{0: 1.0}, {1: 1.0}]) is None
+  assert plots.aggregate([{0: 1.0}, {1: 1.0}]) is None
 
 
 def test_report_single_run_defaults_to_run_dir(run_dir: Path):
@@ -598,3 +599,58 @@ def test_task_text_leaves_out_data_settings_of_a_task_without_data():
          "hyperparameters": {"task": {"name": "vae", "distribution": "bernoulli"}, "data": data}}
   assert rp.task_text(toy) == "toy-bernoulli-t0.45"
   assert rp.task_text(vae) == "vae-bernoulli-200-binarization=dynamic-validation_size=0"
+
+
+def _variance_row(step: int, estimator: str, variance: float, bias: float) -> dict:
+  """A variance-study row as ``experiments.variance`` writes it (a per-group column too)."""
+  return {"step": step, "estimator": estimator, "total_variance": variance,
+          "log10_variance": math.log10(variance), "squared_bias": bias,
+          "debiased_squared_bias": bias - variance / 1000, "mse": bias + variance,
+          "snr": None, "cosine": 0.5, "ms_per_gradient": 0.123456789,
+          "variance/enc": variance / 3, "squared_bias/enc": bias / 3,
+          "reference": "exact", "reference_se2": 0.0, "num_samples": 1000}
+
+
+VARIANCE_COLUMNS = ["step", "estimator", "total_variance", "log10_variance", "squared_bias",
+                    "debiased_squared_bias", "mse", "snr", "cosine", "ms_per_gradient"]
+
+
+def test_variance_tables_per_checkpoint(tmp_path: Path):
+  rows = [_variance_row(step, name, variance, bias) for step in (0, 20)
+          for name, variance, bias in (("rebar", 12345.678, 0.0), ("relaxed", 0.000123456, 2.5))]
+  paths = rp.write_variance_tables(rows, tmp_path, VARIANCE_COLUMNS)
+  assert paths == [str(tmp_path / f"table_step{s}.{e}") for s in (0, 20) for e in ("md", "csv")]
+  lines = (tmp_path / "table_step20.md").read_text().splitlines()
+  # Step is in the note, not a column; per-group variance columns are appended.
+  header = VARIANCE_COLUMNS[1:] + ["variance/enc"]
+  assert lines[0] == "| " + " | ".join(header) + " |"
+  assert lines[1] == "|" + "---|" * len(header)
+  cells = dict(zip(header, lines[2].strip("| ").split(" | ")))
+  assert cells["estimator"] == "rebar" and cells["total_variance"] == f"{12345.678:.4g}"
+  assert cells["snr"] == "None" and cells["ms_per_gradient"] == "0.1235"
+  assert lines[4:] == ["", "Step 20; reference: exact (its standard error, squared and summed: 0)."]
+  with (tmp_path / "table_step0.csv").open() as f:
+    parsed = list(csv.DictReader(f))
+  assert [r["estimator"] for r in parsed] == ["rebar", "relaxed"]
+  # Full precision in the CSV; None is an empty cell.
+  assert float(parsed[1]["total_variance"]) == 0.000123456 and parsed[1]["snr"] == ""
+  assert float(parsed[1]["variance/enc"]) == rows[1]["variance/enc"]
+
+
+def test_variance_plot_and_resolved_bias(tmp_path: Path):
+  rows = [_variance_row(step, name, variance, bias) for step in (0, 20)
+          for name, variance, bias in (("rebar", 4.0, 0.0), ("relaxed", 0.5, 2.5))]
+  (path,) = rp.write_variance_plots(rows, tmp_path)
+  assert path == str(tmp_path / "plots" / "variance.png")
+  _assert_png(Path(path))
+  # Within the noise (variance / n + the reference's): NaN; beyond it: the debiased value.
+  assert math.isnan(plots.resolved_bias(rows[0]))
+  assert plots.resolved_bias(rows[1]) == rows[1]["debiased_squared_bias"]
+  noise = rows[1]["total_variance"] / rows[1]["num_samples"]
+  assert math.isnan(plots.resolved_bias({**rows[1], "debiased_squared_bias": noise}))
+
+
+def test_markdown_escapes_bars():
+  table = formatting.markdown(["a", "b"], [["x|y", "z"]])
+  assert table.splitlines() == ["| a | b |", "| --- | --- |", "| x\\|y | z |"]
+  assert formatting.markdown(["a"], [], spaced_rule=False).splitlines()[1] == "|---|"
