@@ -234,5 +234,5 @@ def run_variance(config: cfg_lib.Config, out_dir: str | pathlib.Path, *, progres
   files.write_json(out_dir / "summary.json", summary)
   summary["tables"] = report.write_variance_tables(rows, out_dir, COLUMNS)
   summary["plots"] = report.write_variance_plots(rows, out_dir)
-  print(f"variance study written to {out_dir}", file=sys.stderr)
+  console.say(f"variance study written to {out_dir}")
   return summary
