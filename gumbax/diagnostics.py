@@ -83,8 +83,9 @@ class GradientStats:
     """Total variance, squared bias, MSE and direction per top-level key of a dict gradient.
 
     Returns:
-      ``{key: {"total_variance", "squared_bias", "mse", "mean_norm", "reference_norm",
-      "mean_cosine"}}`` for each top-level key (e.g. ``"encoder"``, ``"decoder"``).
+      For each top-level key (e.g. ``"encoder"``, ``"decoder"``), a dict with the
+      entries ``"total_variance"``, ``"squared_bias"``, ``"mse"``, ``"mean_norm"``,
+      ``"reference_norm"`` and ``"mean_cosine"``.
       ``mean_norm`` is the norm of the group's mean gradient, ``reference_norm`` the
       reference's, and ``mean_cosine`` the cosine between the two (0 where either
       norm is 0): whether the estimator points, on average, where the reference
