@@ -113,7 +113,8 @@ UNBIASED = ("reinforce", "rloo")
 
 
 def bias_variance(path: pathlib.Path, *, temperatures=tuple(np.geomspace(0.05, 10, 10)),
-                  num_samples: int = 100_000, seed: int = 0) -> dict:
+                  num_samples: int = 100_000, seed: int = 0, biased=BIASED,
+                  unbiased=UNBIASED) -> dict:
   """Squared bias and variance of each estimator's gradient for the logits against the
   exact gradient, over ``num_samples`` keys (:func:`gumbax.diagnostics.estimator_statistics`)."""
   logits = jnp.log(jnp.array(PROBS))
@@ -121,11 +122,11 @@ def bias_variance(path: pathlib.Path, *, temperatures=tuple(np.geomspace(0.05, 1
   study = lambda est: gumbax.diagnostics.estimator_statistics(
       est, key, logits, toy_loss, num_samples=num_samples)
   result = {"num_samples": num_samples, "temperatures": [float(t) for t in temperatures]}
-  for name in BIASED:
+  for name in biased:
     stats = [study(gumbax.estimators.get(name, temperature=float(tau))) for tau in temperatures]
     result[name] = {"squared_bias": [float(s.squared_bias) for s in stats],
                     "variance": [float(s.total_variance) for s in stats]}
-  for name in UNBIASED:
+  for name in unbiased:
     stats = study(gumbax.estimators.get(name))
     result[name] = {"squared_bias": float(stats.squared_bias),
                     "variance": float(stats.total_variance)}
@@ -136,17 +137,17 @@ def bias_variance(path: pathlib.Path, *, temperatures=tuple(np.geomspace(0.05, 1
   labels = {"relaxed": "Gumbel-softmax (relaxed)", "straight_through_gumbel": "ST Gumbel-softmax",
             "gumbel_rao": "Gumbel-Rao (K = 10)", "reinforce": "REINFORCE (1 sample)",
             "rloo": "RLOO (2 samples)"}
-  for name in BIASED:
+  for name in biased:
     bias2, var = np.array(result[name]["squared_bias"]), np.array(result[name]["variance"])
     for ax, y in zip(axes, (bias2, var, bias2 + var)):
       ax.plot(temperatures, y, "o-", ms=3, color=COLORS[name], label=labels[name])
-  for name in UNBIASED:
+  for name in unbiased:
     var = result[name]["variance"]
     for ax in axes[1:]:
       ax.axhline(var, ls="--", color=COLORS[name], label=labels[name])
   # A squared bias measured from n samples is inflated by about variance / n: below the
   # largest of those a measured squared bias is noise.
-  floor = np.max([result[name]["variance"] for name in BIASED], axis=0) / num_samples
+  floor = np.max([result[name]["variance"] for name in biased], axis=0) / num_samples
   axes[0].plot(temperatures, floor, ":", color="k", label="resolution (variance / n)")
   axes[0].axhline(result["exact_squared_norm"], ls="-.", color="k", lw=0.8,
                   label="|exact gradient|²")
@@ -163,10 +164,10 @@ def bias_variance(path: pathlib.Path, *, temperatures=tuple(np.geomspace(0.05, 1
 
   print(f"Figure 2 ({path.name}): gradient for the logits, {num_samples} samples each")
   print(f"  {'estimator':<24} {'tau':>6} {'squared bias':>13} {'variance':>10}")
-  for name in BIASED:
+  for name in biased:
     for tau, b2, v in zip(temperatures, result[name]["squared_bias"], result[name]["variance"]):
       print(f"  {name:<24} {tau:>6.3g} {b2:>13.3g} {v:>10.3g}")
-  for name in UNBIASED:
+  for name in unbiased:
     print(f"  {name:<24} {'-':>6} {result[name]['squared_bias']:>13.3g} "
           f"{result[name]['variance']:>10.3g}")
   print(f"  squared norm of the exact gradient: {result['exact_squared_norm']:.3g}")
