@@ -197,13 +197,14 @@ def train_vaes(run_dir: pathlib.Path, *, steps: int = 1000, eval_every: int = 10
                *extra_overrides]
   config = cfg_lib.load(ROOT / "configs" / "quickstart.yaml", overrides)
   try:
-    return run(config, run_dir, progress=False)
+    run(config, run_dir, progress=False)
   except FileNotFoundError as err:  # experiments.data.MnistNotFoundError
     raise SystemExit(
         "The learning curves train on MNIST, read from $GUMBAX_DATA_DIR (else "
         "~/.cache/gumbax/mnist) and downloaded there when online. It could not be "
         f"found or downloaded:\n  {err}\nSet GUMBAX_DATA_DIR to a folder holding the four "
         "MNIST IDX files, or run with --only samples bias_variance.") from None
+  return pathlib.Path(run_dir)
 
 
 def read_metrics(run_dir: pathlib.Path) -> dict[str, list[dict]]:
