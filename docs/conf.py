@@ -58,21 +58,3 @@ import gumbax
 
 html_theme = "furo"
 html_title = "gumbax"
-
-
-# The tutorial and the estimator guide are written on other branches. Until both are
-# merged, the contents leave out whichever is missing; afterwards this is a no-op
-# (and can go).
-_PENDING_PAGES = ("tutorial", "choosing_an_estimator")
-
-
-def _drop_pending_pages(app, docname, source):
-  if docname != "index":
-    return
-  for page in _PENDING_PAGES:
-    if not (DOCS / f"{page}.md").exists():
-      source[0] = source[0].replace(f"\n{page}\n", "\n")
-
-
-def setup(app):
-  app.connect("source-read", _drop_pending_pages)
