@@ -80,7 +80,7 @@ class _Stochastic(nnx.Module):
       if rngs is None:
         raise _layers.missing_rng_error(name, "nnx", self.rng_collection, self.missing_rngs)
     if isinstance(rngs, nnx.Rngs):
-      # By name, never `rngs.gumbel()`: that is Rngs' Gumbel *sampler* (DESIGN.md).
+      # By name, never `rngs.gumbel()`: attribute access on Rngs calls its Gumbel *sampler*.
       try:
         stream = rngs[self.rng_collection]
       except KeyError:
