@@ -37,45 +37,93 @@ class ConfigError(ValueError):
 
 
 class _Schema(BaseModel):
-  model_config = ConfigDict(extra="forbid", frozen=True)
+  # use_attribute_docstrings: the docstring under a field is its description, which
+  # the config reference of the documentation shows (docs/_ext/config_reference.py).
+  model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class ToyTask(_Schema):
   """Minimize ``E[(b.v - target)^2]``; Bernoulli ``b`` or one-hot ``b`` with ``v_j = j/(K-1)``."""
   name: Literal["toy"] = "toy"
+  """Selects this task: one discrete variable and an exact loss (no data)."""
   distribution: Distribution = "bernoulli"
+  """``bernoulli``: one binary ``b``, loss ``(b - target)^2``; ``categorical``: a one-hot
+  ``b`` over ``num_classes`` classes, loss ``(b.v - target)^2``."""
   target: float = 0.45
+  """The ``t`` of the loss. Near 0.5 the Bernoulli problem's two outcomes differ little
+  in loss, so its gradient is small next to the estimator's noise (REBAR: 0.45, RELAX:
+  0.499)."""
   num_classes: Annotated[int, Field(ge=2)] = 3
+  """K, the classes of the categorical variable (values ``v_j = j/(K-1)``; K = 2 is the
+  Bernoulli problem); ignored when ``distribution`` is ``bernoulli``."""
   init_logit: float = 0.0
+  """The initial value of every logit ``theta`` (0: probability 1/2, or uniform over the
+  K classes)."""
   variance_samples: Annotated[int, Field(ge=2)] = 256
+  """Gradient samples drawn at every log step (``train.log_every``) for the logged
+  ``grad_variance``, the estimator's gradient variance at the current logits."""
 
 
 class VaeTask(_Schema):
   """MNIST VAE with one layer of Bernoulli or categorical latents."""
   name: Literal["vae"] = "vae"
+  """Selects this task: the discrete-latent VAE on binarized MNIST (needs the
+  ``data`` section's MNIST)."""
   distribution: Distribution = "categorical"
+  """``bernoulli``: ``num_latents`` binary latents; ``categorical``: ``num_latents``
+  latents of ``num_classes`` classes each (one-hot)."""
   num_latents: PositiveInt = 20
+  """The number of latent variables."""
   num_classes: Annotated[int, Field(ge=2)] = 10
+  """Classes of each categorical latent; ignored when ``distribution`` is ``bernoulli``."""
   encoder: list[PositiveInt] = [512, 256]
+  """Widths of the encoder's hidden layers, from the 784 pixels to the latents' logits
+  (ReLU between layers)."""
   decoder: list[PositiveInt] = [256, 512]
+  """Widths of the decoder's hidden layers, from the latents to the 784 pixels' Bernoulli
+  logits (ReLU between layers)."""
   prior: Literal["uniform", "learned"] = "uniform"
+  """``uniform``: a fixed uniform prior ``p(z)``; ``learned``: one trained logit per
+  latent (and class), updated with the model by ``optimizer``."""
   eval_samples: PositiveInt = 100
+  """Importance samples m per example in the evaluations during training
+  (``train.eval_every``): ``nll`` is the m-sample importance-weighted bound."""
   final_eval_samples: PositiveInt = 1000
+  """m of the final evaluation after the last step (the reported numbers);
+  ``python -m experiments evaluate --samples`` redoes it later with another m."""
   eval_examples: Optional[PositiveInt] = 1000
+  """Examples of each split (the first ones) in the evaluations during training;
+  null: the whole split."""
   final_eval_examples: Optional[PositiveInt] = None
+  """Examples of each split in the final evaluation; null: the whole split."""
 
 
 class StructuredTask(_Schema):
   """Lower half of a digit from its upper half through stochastic layers (an SBN)."""
   name: Literal["structured_output"] = "structured_output"
+  """Selects this task: structured output prediction on binarized MNIST (needs the
+  ``data`` section's MNIST)."""
   distribution: Distribution = "bernoulli"
+  """``bernoulli``: every stochastic layer is ``num_latents`` binary units;
+  ``categorical``: ``num_latents`` one-hot variables of ``num_classes`` classes."""
   num_latents: PositiveInt = 200
+  """Units (or categorical variables) per stochastic layer."""
   num_classes: Annotated[int, Field(ge=2)] = 10
+  """Classes of each categorical variable; ignored when ``distribution`` is ``bernoulli``."""
   stochastic_layers: Annotated[int, Field(ge=1, le=4)] = 2
+  """Stochastic layers between the upper half (392 pixels) and the lower half; each layer
+  is trained by the estimator, each with its own control variate."""
   eval_samples: PositiveInt = 100
+  """Samples m per example, drawn ancestrally through the network, for the ``nll`` of the
+  evaluations during training (``train.eval_every``); training uses m = 1."""
   final_eval_samples: PositiveInt = 1000
+  """m of the final evaluation after the last step (the reported numbers);
+  ``python -m experiments evaluate --samples`` redoes it later with another m."""
   eval_examples: Optional[PositiveInt] = 1000
+  """Examples of each split (the first ones) in the evaluations during training;
+  null: the whole split."""
   final_eval_examples: Optional[PositiveInt] = None
+  """Examples of each split in the final evaluation; null: the whole split."""
 
 
 TaskConfig = Annotated[Union[ToyTask, VaeTask, StructuredTask], Field(discriminator="name")]
@@ -96,12 +144,27 @@ class Temperature(_Schema):
   estimator whose temperature the schedule drives.
   """
   schedule: Literal["constant", "exponential", "linear", "cosine"] = "constant"
+  """``constant``: ``init`` at every step; ``exponential``: ``max(final, init *
+  exp(-rate * t))`` with ``t`` the step rounded down to a multiple of ``every`` (Jang et
+  al. 2017); ``linear`` and ``cosine``: from ``init`` to ``final`` over ``steps`` steps,
+  then ``final``."""
   init: Positive = 1.0
+  """The temperature at step 0, and the initial learned temperature of REBAR and RELAX
+  (their ``lambda_init``); ``sweep.temperatures`` replaces it."""
   final: Positive = 0.5
+  """The floor of the ``exponential`` schedule and the end value of ``linear`` and
+  ``cosine``; unused by ``constant``."""
   rate: Annotated[float, Field(ge=0)] = 3e-5
+  """The ``exponential`` schedule's decay rate per step (``exponential`` only)."""
   every: PositiveInt = 1000
+  """Steps between two updates of the ``exponential`` schedule (1: a smooth decay;
+  ``exponential`` only)."""
   steps: Optional[PositiveInt] = None
+  """Length in steps of the ``linear`` and ``cosine`` schedules; null: ``train.steps``."""
   slope: bool = False
+  """Slope annealing: the vae task divides its encoder's logits by the step's
+  temperature and the estimator runs at temperature 1 (see above); needs an estimator
+  with a sampling temperature (e.g. ``straight_through``)."""
 
 
 OptimizerName = Literal["adam", "sgd"]
@@ -114,22 +177,40 @@ class Optimizer(_Schema):
   decay_rate ** floor(step / decay_steps)``. Control variates (RELAX, REBAR, NVIL)
   use ``cv_learning_rate`` (default: ``learning_rate``)."""
   name: OptimizerName = "adam"
+  """``adam`` (``optax.adam``) or ``sgd`` (``optax.sgd`` with ``momentum``), for the
+  model's parameters and the control variate's alike."""
   learning_rate: Positive = 1e-3
+  """The model's learning rate at step 0 (before any decay); ``sweep.learning_rates``
+  replaces it."""
   momentum: Momentum = 0.9
+  """The momentum of ``sgd`` (0: plain SGD); ignored by ``adam``."""
   decay_rate: DecayRate = 1.0
+  """Factor applied to the learning rates every ``decay_steps`` steps (staircase);
+  1: no decay."""
   decay_steps: PositiveInt = 1000
+  """Steps between two decays of the learning rates."""
   cv_learning_rate: Optional[Positive] = None
+  """Learning rate at step 0 of the control variate's learned parameters (RELAX's,
+  REBAR's with their temperature, an NVIL baseline's), with the same optimizer and
+  decay; null: ``learning_rate``."""
 
 
 class OptimizerOverride(_Schema):
   """The optimizer fields one estimator changes; a field left unset (null) keeps the
   config's value. E.g. ``{decay_rate: 1.0}``: this estimator's rate does not decay."""
   name: Optional[OptimizerName] = None
+  """Replaces ``optimizer.name`` for this estimator; null: the config's."""
   learning_rate: Optional[Positive] = None
+  """Replaces ``optimizer.learning_rate``; null: the config's. Not allowed together with
+  ``sweep.learning_rates``."""
   momentum: Optional[Momentum] = None
+  """Replaces ``optimizer.momentum``; null: the config's."""
   decay_rate: Optional[DecayRate] = None
+  """Replaces ``optimizer.decay_rate``; null: the config's."""
   decay_steps: Optional[PositiveInt] = None
+  """Replaces ``optimizer.decay_steps``; null: the config's."""
   cv_learning_rate: Optional[Positive] = None
+  """Replaces ``optimizer.cv_learning_rate``; null: the config's."""
 
   def apply(self, optimizer: Optimizer) -> Optimizer:
     """``optimizer`` with the fields set here replaced."""
@@ -147,11 +228,24 @@ class EstimatorSpec(_Schema):
   those names (e.g. ``[toy]``; default: every task it can train).
   """
   name: str = "relaxed"
+  """A name of ``gumbax.estimators.names()`` (``python -m experiments list`` shows them);
+  an entry may be this name alone, e.g. ``estimator: rloo``."""
   options: dict[str, Any] = {}
+  """Keyword arguments of the estimator, as ``gumbax.estimators.get`` takes them (e.g.
+  ``{num_samples: 4}`` for ``rloo``); not the temperature, which comes from a
+  ``temperature`` section (REBAR's and RELAX's ``lambda_init`` from its ``init``)."""
   temperature: Optional[Temperature] = None
+  """This estimator's temperature section, in place of the config's; null: the
+  config's."""
   optimizer: Optional[OptimizerOverride] = None
+  """The optimizer fields this estimator changes; null: the config's optimizer as it
+  is."""
   label: Optional[str] = None
+  """Its name in member folders and tables; null: ``name(option=value, ...)``. Two
+  entries of one estimator with the same options need different labels."""
   tasks: Optional[list[Literal["toy", "vae", "structured_output"]]] = None
+  """The names of the sweep's tasks this entry runs on; null: every task it can
+  train."""
 
   @pydantic.model_validator(mode="before")
   @classmethod
@@ -189,11 +283,23 @@ class EstimatorSpec(_Schema):
 
 
 class Train(_Schema):
+  """The length of training and how often it logs, evaluates and checkpoints."""
   steps: PositiveInt = 1000
+  """Training steps of every member (a multiple of ``log_every``); also the length of a
+  ``linear`` or ``cosine`` temperature schedule without ``steps``."""
   batch_size: PositiveInt = 100
+  """Examples per training step (and in a variance study's fixed batch), sharded over
+  the devices; the toy task has no data and ignores it."""
   log_every: PositiveInt = 10
+  """Steps per jitted chunk (one ``lax.scan``). After each chunk a training row is
+  written (the loss averaged over the chunk, the learning rate, the estimator's
+  temperature if it has one, the task's probes) and a non-finite loss stops its member."""
   eval_every: Annotated[int, Field(ge=0)] = 1000
+  """Steps between evaluations on the task's splits (a multiple of ``log_every``); 0:
+  none during training. The final evaluation after the last step always runs."""
   checkpoint_every: PositiveInt = 1000
+  """Steps between checkpoints (a multiple of ``log_every``; one is also written after
+  the last step, and the newest two are kept); a resumed run starts from the newest."""
 
   @pydantic.model_validator(mode="after")
   def _aligned(self):
@@ -214,21 +320,54 @@ class Data(_Schema):
   the members that need no MNIST when it cannot be had, instead of failing.
   """
   dir: Optional[str] = None
+  """The folder holding the four MNIST IDX files, each raw or ``.gz`` (``~`` is
+  expanded); null: ``$GUMBAX_DATA_DIR``, else ``$XDG_CACHE_HOME/gumbax/mnist``, else
+  ``~/.cache/gumbax/mnist``."""
   binarization: Literal["fixed", "dynamic"] = "fixed"
+  """``fixed``: pixel p is 1 with probability p/255, drawn once with
+  ``binarization_seed``; ``dynamic``: every training batch draws its pixels anew, with
+  the same probabilities. Validation and test use the fixed binarization either way."""
   binarization_seed: int = 0
+  """Seed of the fixed binarization of the training file (the test file uses this seed
+  + 1); the training seed (``seed``) does not change it."""
   validation_size: Annotated[int, Field(ge=0)] = 10000
+  """How many of the 60,000 images of the MNIST training file (the last ones) are held
+  out as the ``valid`` split (fewer than 60,000); 0: no validation split, evaluations on
+  ``test`` only."""
   train_examples: Optional[PositiveInt] = None
+  """How many images of the training split (the first ones) training draws from; null:
+  all of them (60,000 - ``validation_size``)."""
   download: bool = True
+  """Download missing files from ``mirrors``; false: a missing file is an error (or,
+  with ``if_missing: skip``, skips the MNIST members)."""
   mirrors: Optional[list[str]] = None
+  """Base URLs tried in order for each missing file, each checked against its SHA-256;
+  null: ``experiments.data.MIRRORS``."""
   if_missing: Literal["error", "skip"] = "error"
+  """When MNIST can be neither found nor downloaded: ``error`` stops ``run`` before
+  anything is written; ``skip`` runs the other members and names the skipped ones in
+  one line."""
 
 
 class Sweep(_Schema):
+  """Lists whose every combination runs: one member per (task, estimator, temperature,
+  learning rate, seed); a list left null is the config's single value."""
   tasks: Optional[list[TaskConfig]] = None
+  """Task sections, each as ``task``; null: ``[task]``. A task an estimator cannot
+  train is left out for it with a note."""
   estimators: Optional[list[EstimatorSpec]] = None
+  """Estimator entries, each as ``estimator`` (a name alone or a mapping); null:
+  ``[estimator]``."""
   seeds: Optional[list[int]] = None
+  """Seeds, each replacing ``seed``; null: ``[seed]``. Members that differ only by seed
+  are pooled in tables and, with ``seeds_vectorized``, run as one program."""
   temperatures: Optional[list[Positive]] = None
+  """Initial temperatures, each replacing ``temperature.init`` (an estimator's own
+  ``temperature`` section's too); null: ``temperature.init``."""
   learning_rates: Optional[list[Positive]] = None
+  """Learning rates, each replacing ``optimizer.learning_rate`` (and so a null
+  ``cv_learning_rate``); null: ``optimizer.learning_rate``. An estimator entry then may
+  not set its own."""
 
 
 class VarianceStudy(_Schema):
@@ -242,29 +381,66 @@ class VarianceStudy(_Schema):
   ``reference_samples`` draws of ``reference_estimator``.
   """
   train_estimator: Optional[EstimatorSpec] = None
+  """The estimator entry that trains the reference run whose parameters are measured;
+  null: ``estimator``."""
   checkpoints: list[Annotated[int, Field(ge=0)]] = [0]
+  """Training steps of the reference run at which the estimators are measured (0: the
+  initial parameters); multiples of ``train.log_every``."""
   num_samples: Annotated[int, Field(ge=2)] = 1000
+  """Gradient samples per estimator at each checkpoint, on the same fixed batch of
+  ``train.batch_size`` examples."""
   chunk_size: PositiveInt = 100
+  """Gradient samples computed at once (one ``vmap``); bounds memory and changes the
+  results only by float rounding."""
   cv_steps: Annotated[int, Field(ge=0)] = 0
+  """Steps of Adam on the variance objective that adapt an estimator's control variate
+  at each checkpoint before it is measured (parameters and batch fixed); 0: the
+  control variate as initialized."""
   cv_learning_rate: Positive = 0.01
+  """The constant Adam learning rate of those ``cv_steps``."""
   reference: Literal["auto", "exact", "estimator"] = "auto"
+  """The gradient that bias and MSE are measured against: ``exact`` enumerates every
+  configuration (small enough on the toy task only); ``estimator`` is the mean of
+  ``reference_samples`` draws of ``reference_estimator``; ``auto``: ``exact`` on the toy
+  task, else ``estimator``."""
   reference_estimator: EstimatorSpec = EstimatorSpec(name="rloo", options={"num_samples": 10})
+  """The unbiased estimator whose mean is the ``estimator`` reference; its squared
+  standard error is reported and subtracted in ``debiased_squared_bias``."""
   reference_samples: Annotated[int, Field(ge=2)] = 10000
+  """Draws of ``reference_estimator`` averaged into the reference gradient."""
 
 
 class Config(_Schema):
+  """A run: one task, estimator, temperature and optimizer, or a sweep over them."""
   name: str
+  """The run's name: ``runs/NAME`` is its folder unless ``--out`` says otherwise;
+  a config file's name (without ``.yaml``) when not given."""
   description: str = ""
+  """Free text; ``python -m experiments list`` shows its first line."""
   task: TaskConfig = ToyTask()
+  """The task (its ``name`` picks the schema, ``toy`` when left out); ``sweep.tasks``
+  replaces it."""
   estimator: EstimatorSpec = EstimatorSpec()
+  """The estimator (a registry name alone or a mapping); ``sweep.estimators`` replaces
+  it."""
   temperature: Temperature = Temperature()
+  """The temperature schedule; an estimator's own ``temperature`` section replaces it."""
   optimizer: Optimizer = Optimizer()
+  """The optimizer of the model and of the control variate."""
   train: Train = Train()
+  """Training length and the periods of logging, evaluation and checkpoints."""
   data: Data = Data()
+  """MNIST for the ``vae`` and ``structured_output`` tasks (the toy task has no data)."""
   seed: int = 0
+  """The seed every random number of a member derives from (parameters, batches,
+  gradient noise, evaluations); ``sweep.seeds`` replaces it."""
   seeds_vectorized: bool = False
+  """Train the members that differ only by seed as one ``vmap``-ped program (one
+  compilation, seeds in parallel); false: one member at a time."""
   sweep: Sweep = Sweep()
+  """Values to run in every combination."""
   variance: VarianceStudy = VarianceStudy()
+  """Settings of ``python -m experiments variance`` (ignored by ``run``)."""
 
 
 SLOPE_TASKS = ("vae",)  # the tasks whose logits slope annealing can temper

@@ -2,8 +2,11 @@
 
 Every section of :class:`experiments.config.Config` becomes one table of its keys,
 each with its type, default and meaning, generated from the pydantic models at build
-time (into ``_generated/``, which experiments.md includes): the reference cannot drift from the schema. The meaning of a key is its
-``Field(description=...)``; a section's text is its model's docstring.
+time (into ``_generated/``, which experiments.md includes): the reference cannot drift
+from the schema. The meaning of a key is its description, the docstring under the field
+(the schema sets pydantic's ``use_attribute_docstrings``); a section's text is its
+model's docstring. A key without a description is a build warning, so the strict
+build (``sphinx -W``) fails until it has one.
 """
 
 import inspect
@@ -12,6 +15,9 @@ import typing
 
 import pydantic
 import yaml
+from sphinx.util import logging
+
+_LOGGER = logging.getLogger(__name__)
 
 
 def _bounds(metadata) -> str:
@@ -105,9 +111,19 @@ def markdown(root) -> str:
   return "\n".join(lines)
 
 
+def undocumented(root) -> list[str]:
+  """``Section.key`` of every field of ``root``'s schema without a description."""
+  return [f"{model.__name__}.{name}" for _, model in _sections(root)
+          for name, field in model.model_fields.items() if not field.description]
+
+
 def write(app) -> None:
-  """Writes ``_generated/config_reference.md`` (included by experiments.md) when it changed."""
+  """Writes ``_generated/config_reference.md`` (included by experiments.md) when it
+  changed; warns about every config key without a description."""
   from experiments import config
+  for key in undocumented(config.Config):
+    _LOGGER.warning(f"config key {key} has no description: write a docstring under the "
+                    "field in experiments/config.py")
   path = pathlib.Path(app.srcdir) / "_generated" / "config_reference.md"
   text = markdown(config.Config)
   if not path.exists() or path.read_text() != text:
