@@ -226,7 +226,7 @@ class CategoricalLatent(_Stochastic):
     >>> variables = latent.init(key, features, deterministic=True)
     >>> out = latent.apply(variables, features, deterministic=False,
     ...                    rngs={"gumbel": key})
-    >>> out.sample.shape, out.logits.shape, out.kl.shape  # 4 latents of 8 classes; KL per example
+    >>> out.sample.shape, out.logits.shape, out.kl.shape  # 4 latents, 8 classes; a KL per row
     ((2, 4, 8), (2, 4, 8), (2,))
 
   References:

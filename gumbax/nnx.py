@@ -286,7 +286,7 @@ class CategoricalLatent(_Stochastic):
     >>> latent = gumbax.nnx.CategoricalLatent(16, 4, 8, estimator="straight_through_gumbel",
     ...                                       rngs=nnx.Rngs(0))
     >>> out = latent(features, deterministic=False)
-    >>> out.sample.shape, out.logits.shape, out.kl.shape  # 4 latents of 8 classes; KL per example
+    >>> out.sample.shape, out.logits.shape, out.kl.shape  # 4 latents, 8 classes; a KL per row
     ((2, 4, 8), (2, 4, 8), (2,))
 
   References:
