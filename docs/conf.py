@@ -47,9 +47,10 @@ napoleon_use_ivar = True
 napoleon_custom_sections = [("References", "notes_style")]
 
 # The pages' examples are `{testcode}` blocks, run by `sphinx-build -b doctest`; the
-# blocks of one page share one namespace, in order. The docstrings' `>>>` examples are
-# fragments that assume names such as `key` and `logits`: shown, not run.
-doctest_test_doctest_blocks = ""
+# blocks of one page share one namespace, in order. The docstrings' `>>>` examples run
+# too, in the group "default" of the page that shows them (the API reference); each
+# defines its own inputs, with only the names of `doctest_global_setup` given.
+doctest_test_doctest_blocks = "default"
 doctest_global_setup = """
 import jax
 import jax.numpy as jnp

@@ -129,8 +129,11 @@ def exp_concrete_log_prob(x: ArrayLike, logits: ArrayLike, temperature, *,
       temperatures are not checked; those below 1e-10 act as 1e-10).
 
   Example:
+    >>> key, logits = jax.random.key(0), jnp.log(jnp.array([0.2, 0.3, 0.5]))
     >>> x = gumbax.log_gumbel_softmax(key, logits, 0.1)
     >>> lp = gumbax.exp_concrete_log_prob(x, logits, 0.1)
+    >>> lp.shape, bool(jnp.isfinite(lp))  # one log-density per sample
+    ((), True)
 
   References:
     Maddison, Mnih, Teh, The Concrete Distribution, 2017 (arXiv 1611.00712),
@@ -170,8 +173,11 @@ def concrete_log_prob(y: ArrayLike, logits: ArrayLike, temperature, *,
       temperatures are not checked; those below 1e-10 act as 1e-10).
 
   Example:
+    >>> key, logits = jax.random.key(0), jnp.log(jnp.array([0.2, 0.3, 0.5]))
     >>> y = gumbax.gumbel_softmax(key, logits, 0.5)
     >>> lp = gumbax.concrete_log_prob(y, logits, 0.5)
+    >>> lp.shape, bool(jnp.isfinite(lp))  # one log-density per sample
+    ((), True)
 
   References:
     Maddison, Mnih, Teh, The Concrete Distribution, 2017 (arXiv 1611.00712);
@@ -225,8 +231,11 @@ def binary_concrete_logit_log_prob(x: ArrayLike, logits: ArrayLike,
       checked; those below 1e-10 act as 1e-10).
 
   Example:
+    >>> key, logits, tau = jax.random.key(0), jnp.array([-1.0, 0.0, 2.0]), 0.5
     >>> x = (logits + jax.random.logistic(key, logits.shape)) / tau
     >>> lp = gumbax.binary_concrete_logit_log_prob(x, logits, tau)
+    >>> lp.shape, bool(jnp.all(jnp.isfinite(lp)))  # one log-density per variable
+    ((3,), True)
 
   References:
     Maddison, Mnih, Teh, The Concrete Distribution, 2017 (arXiv 1611.00712),
@@ -262,8 +271,11 @@ def binary_concrete_log_prob(y: ArrayLike, logits: ArrayLike, temperature) -> ja
       checked; those below 1e-10 act as 1e-10).
 
   Example:
+    >>> key, logits = jax.random.key(0), jnp.array([-1.0, 0.0, 2.0])
     >>> y = gumbax.relaxed_bernoulli(key, logits, 0.5)
     >>> lp = gumbax.binary_concrete_log_prob(y, logits, 0.5)
+    >>> lp.shape, bool(jnp.all(jnp.isfinite(lp)))  # one log-density per variable
+    ((3,), True)
 
   References:
     Maddison, Mnih, Teh, The Concrete Distribution, 2017 (arXiv 1611.00712).

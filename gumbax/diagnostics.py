@@ -94,7 +94,12 @@ class GradientStats:
       add up to the totals.
 
     Example:
-      >>> stats.per_group()["decoder"]["total_variance"]
+      >>> def grad_fn(key):
+      ...   return {"encoder": jax.random.normal(key, (3,)), "decoder": jnp.ones(2)}
+      >>> stats = gumbax.diagnostics.gradient_statistics(grad_fn, jax.random.key(0), 100)
+      >>> decoder = stats.per_group()["decoder"]
+      >>> float(decoder["total_variance"]), decoder["mse"]  # a constant gradient, no reference
+      (0.0, None)
     """
     if not isinstance(self.mean, Mapping):
       raise TypeError(
@@ -384,8 +389,11 @@ def gradient_statistics(grad_fn: Callable[[ArrayLike], PyTree], key: ArrayLike,
     >>> def grad_fn(key):  # REINFORCE for d/dtheta E[b], b ~ Bernoulli(sigmoid(theta))
     ...   b = jax.random.bernoulli(key, jax.nn.sigmoid(theta)).astype(jnp.float32)
     ...   return b * (b - jax.nn.sigmoid(theta))
-    >>> stats = gumbax.diagnostics.gradient_statistics(grad_fn, jax.random.key(0), 10_000)
-    >>> stats.mean, stats.variance, stats.snr
+    >>> exact = jax.nn.sigmoid(theta) * (1 - jax.nn.sigmoid(theta))  # d/dtheta sigmoid(theta)
+    >>> stats = gumbax.diagnostics.gradient_statistics(grad_fn, jax.random.key(0), 10_000,
+    ...                                                reference=exact)
+    >>> stats.num_samples, bool(abs(stats.bias) < 4 * stats.standard_error)  # unbiased
+    (10000, True)
 
   References:
     Grathwohl et al., Backpropagation through the Void: Optimizing Control Variates
@@ -424,8 +432,11 @@ def estimator_statistics(estimator, key: ArrayLike, logits: ArrayLike, f: Callab
     A :class:`GradientStats` for the logits' gradient.
 
   Example:
+    >>> key, logits = jax.random.key(0), jnp.array([[0.5, -0.5, 0.0]])
+    >>> f = lambda b: jnp.sum(b * jnp.array([1.0, 2.0, 3.0]), axis=-1)  # one value per example
     >>> stats = gumbax.diagnostics.estimator_statistics("rloo", key, logits, f)
-    >>> stats.total_variance, stats.squared_bias
+    >>> stats.mean.shape, bool(stats.squared_bias < stats.total_variance / 100)  # unbiased
+    ((1, 3), True)
 
   References:
     Tucker et al., REBAR, 2017 (arXiv 1703.07370); Grathwohl et al., Backpropagation
@@ -498,13 +509,17 @@ def per_sample_gradients(encoder: Callable[[PyTree], PyTree],
     ``head_params``' structure with a leading axis of size ``k``.
 
   Example:
-    >>> encoder = lambda p: mlp(p, x).reshape(batch, 20, 10)          # the logits
-    >>> def head(key, logits, p):                                     # -ELBO at a sample
-    ...   return neg_elbo(p, x, logits, gumbax.gumbel_softmax(key, logits, 0.5))
-    >>> grad_fn = lambda keys: gumbax.diagnostics.per_sample_gradients(
+    >>> x = jnp.ones((2, 4))                           # a batch of 2 inputs
+    >>> enc_params, dec_params = jnp.full((4, 6), 0.1), jnp.full((6, 4), 0.1)
+    >>> encoder = lambda p: (x @ p).reshape(2, 3, 2)   # the logits: 3 latents, 2 classes
+    >>> def head(key, logits, p):                      # a reconstruction loss at a sample
+    ...   z = gumbax.gumbel_softmax(key, logits, 0.5).reshape(2, 6)
+    ...   return jnp.mean((z @ p - x) ** 2)
+    >>> keys = jax.random.split(jax.random.key(0), 8)
+    >>> enc_grads, dec_grads = gumbax.diagnostics.per_sample_gradients(
     ...     encoder, head, enc_params, dec_params, keys)
-    >>> stats = gumbax.diagnostics.gradient_statistics(grad_fn, key, 10_000,
-    ...                                                vectorized=True, chunk_size=64)
+    >>> enc_grads.shape, dec_grads.shape               # one gradient per key
+    ((8, 4, 6), (8, 6, 4))
 
   References:
     Goodfellow, Efficient Per-Example Gradient Computations, 2015 (arXiv
@@ -539,10 +554,17 @@ def per_sample_gradient_fn(encoder: Callable[[PyTree], PyTree],
     uint32), returning pytrees with a leading axis of size ``k``.
 
   Example:
+    >>> x = jnp.ones((2, 4))                           # a batch of 2 inputs
+    >>> enc_params, dec_params = jnp.full((4, 6), 0.1), jnp.full((6, 4), 0.1)
+    >>> encoder = lambda p: (x @ p).reshape(2, 3, 2)   # the logits: 3 latents, 2 classes
+    >>> head = lambda key, logits, p: jnp.mean(
+    ...     (gumbax.gumbel_softmax(key, logits, 0.5).reshape(2, 6) @ p - x) ** 2)
     >>> grad_fn = gumbax.diagnostics.per_sample_gradient_fn(encoder, head, enc_params,
     ...                                                     dec_params)
-    >>> stats = gumbax.diagnostics.gradient_statistics(grad_fn, key, 10_000,
+    >>> stats = gumbax.diagnostics.gradient_statistics(grad_fn, jax.random.key(0), 1_000,
     ...                                                vectorized=True, chunk_size=4)
+    >>> jax.tree.map(jnp.shape, stats.variance)         # (encoder, decoder) gradients
+    ((4, 6), (6, 4))
 
   References:
     Goodfellow, Efficient Per-Example Gradient Computations, 2015 (arXiv

@@ -53,6 +53,8 @@ def gumbel(key: ArrayLike, shape: Any = (), dtype: DTypeLike = jnp.float32) -> j
 
   Example:
     >>> g = gumbax.gumbel(jax.random.key(0), (3,))
+    >>> g.shape, g.dtype
+    ((3,), dtype('float32'))
 
   References:
     Gumbel, Statistical Theory of Extreme Values and Some Practical Applications,
@@ -78,7 +80,8 @@ def gumbel_log_prob(x: ArrayLike) -> jax.Array:
     The log-density, same shape as ``x``.
 
   Example:
-    >>> gumbax.gumbel_log_prob(0.0)  # -1.0
+    >>> float(gumbax.gumbel_log_prob(0.0))  # -x - exp(-x) at 0
+    -1.0
 
   References:
     Gumbel, Statistical Theory of Extreme Values and Some Practical Applications,
@@ -101,7 +104,8 @@ def gumbel_cdf(x: ArrayLike) -> jax.Array:
     The CDF, same shape as ``x``.
 
   Example:
-    >>> gumbax.gumbel_cdf(0.0)  # exp(-1)
+    >>> round(float(gumbax.gumbel_cdf(0.0)), 6)  # exp(-1)
+    0.367879
 
   References:
     Gumbel, Statistical Theory of Extreme Values and Some Practical Applications,
@@ -164,6 +168,8 @@ def gumbel_max(key: ArrayLike, logits: ArrayLike, *, axis: int = -1) -> jax.Arra
 
   Example:
     >>> b = gumbax.gumbel_max(jax.random.key(0), jnp.log(jnp.array([0.2, 0.8])))
+    >>> b.shape, float(b.sum())  # one-hot: category 1 with probability 0.8
+    ((2,), 1.0)
 
   References:
     Gumbel, Statistical Theory of Extreme Values, 1954; Maddison, Tarlow, Minka,
@@ -212,6 +218,8 @@ def gumbel_top_k(key: ArrayLike, logits: ArrayLike, k: int, *, axis: int = -1) -
 
   Example:
     >>> idx = gumbax.gumbel_top_k(jax.random.key(0), jnp.zeros(5), 3)
+    >>> idx.shape, len(set(idx.tolist()))  # 3 distinct indices out of 5
+    ((3,), 3)
 
   References:
     Kool, van Hoof, Welling, Stochastic Beams and Where to Find Them: The
@@ -298,8 +306,12 @@ def conditional_gumbel(key: ArrayLike, logits: ArrayLike, sample: ArrayLike, *,
       ``axis`` (an entry other than 0 or 1, a row without a 1 or with several).
 
   Example:
+    >>> k1, k2 = jax.random.split(jax.random.key(0))
+    >>> logits = jnp.log(jnp.array([0.2, 0.3, 0.5]))
     >>> b = gumbax.gumbel_max(k1, logits)
     >>> z = gumbax.conditional_gumbel(k2, logits, b)
+    >>> bool(jnp.argmax(z) == jnp.argmax(b))  # z's argmax is the given sample
+    True
 
   References:
     Tucker et al., REBAR: Low-variance, unbiased gradient estimates for discrete
@@ -351,8 +363,12 @@ def conditional_logistic(key: ArrayLike, logits: ArrayLike, sample: ArrayLike) -
       other than 0 and 1.
 
   Example:
+    >>> k1, k2 = jax.random.split(jax.random.key(0))
+    >>> logits = jnp.array([-1.0, 0.0, 2.0])
     >>> b = jax.random.bernoulli(k1, jax.nn.sigmoid(logits))
     >>> z = gumbax.conditional_logistic(k2, logits, b)
+    >>> bool(jnp.all((z > 0) == b))  # z is positive exactly where b is 1
+    True
 
   References:
     Tucker et al., REBAR, 2017 (arXiv 1703.07370), appendix; Grathwohl et al.,

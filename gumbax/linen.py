@@ -88,8 +88,11 @@ class GumbelSoftmax(_Stochastic):
     rng_collection: the rng collection to draw keys from.
 
   Example:
+    >>> key, logits = jax.random.key(0), jnp.zeros((2, 3))  # 2 examples, 3 classes
     >>> layer = gumbax.linen.GumbelSoftmax(0.5, hard=True)
     >>> y = layer.apply({}, logits, deterministic=False, rngs={"gumbel": key})
+    >>> y.shape, y.sum(axis=-1).tolist()                # one-hot rows
+    ((2, 3), [1.0, 1.0])
 
   References:
     Jang, Gu, Poole, Categorical Reparameterization with Gumbel-Softmax, 2017
@@ -148,8 +151,11 @@ class RelaxedBernoulli(_Stochastic):
     rng_collection: the rng collection to draw keys from.
 
   Example:
+    >>> key, logits = jax.random.key(0), jnp.zeros(3)
     >>> y = gumbax.linen.RelaxedBernoulli(2 / 3).apply(
     ...     {}, logits, deterministic=False, rngs={"gumbel": key})
+    >>> y.shape, bool(jnp.all((y > 0) & (y < 1)))
+    ((3,), True)
 
   References:
     Maddison, Mnih, Teh, The Concrete Distribution, 2017 (arXiv 1611.00712).
@@ -215,10 +221,13 @@ class CategoricalLatent(_Stochastic):
     rng_collection: the rng collection to draw keys from.
 
   Example:
+    >>> key, features = jax.random.key(0), jnp.ones((2, 16))  # 2 examples, 16 features
     >>> latent = gumbax.linen.CategoricalLatent(4, 8, estimator="reinmax")
     >>> variables = latent.init(key, features, deterministic=True)
     >>> out = latent.apply(variables, features, deterministic=False,
-    ...                    rngs={"gumbel": key})        # out.sample, out.logits, out.kl
+    ...                    rngs={"gumbel": key})
+    >>> out.sample.shape, out.logits.shape, out.kl.shape  # 4 latents, 8 classes; a KL per row
+    ((2, 4, 8), (2, 4, 8), (2,))
 
   References:
     Jang, Gu, Poole, Categorical Reparameterization with Gumbel-Softmax, 2017

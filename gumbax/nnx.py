@@ -140,8 +140,12 @@ class GumbelSoftmax(_Stochastic):
       passed at call time or the layer is only used deterministically.
 
   Example:
+    >>> from flax import nnx
+    >>> logits = jnp.zeros((2, 3))                      # 2 examples, 3 classes
     >>> layer = gumbax.nnx.GumbelSoftmax(0.5, hard=True, rngs=nnx.Rngs(gumbel=0))
     >>> y = layer(logits, deterministic=False)
+    >>> y.shape, y.sum(axis=-1).tolist()                # one-hot rows
+    ((2, 3), [1.0, 1.0])
 
   References:
     Jang, Gu, Poole, Categorical Reparameterization with Gumbel-Softmax, 2017
@@ -199,8 +203,12 @@ class RelaxedBernoulli(_Stochastic):
     rngs: an ``nnx.Rngs`` or ``nnx.RngStream``.
 
   Example:
+    >>> from flax import nnx
+    >>> logits = jnp.zeros(3)
     >>> layer = gumbax.nnx.RelaxedBernoulli(2 / 3, rngs=nnx.Rngs(gumbel=0))
     >>> y = layer(logits, deterministic=False)
+    >>> y.shape, bool(jnp.all((y > 0) & (y < 1)))
+    ((3,), True)
 
   References:
     Maddison, Mnih, Teh, The Concrete Distribution, 2017 (arXiv 1611.00712).
@@ -273,9 +281,13 @@ class CategoricalLatent(_Stochastic):
     rngs: an ``nnx.Rngs`` (its ``params`` stream initializes ``dense``).
 
   Example:
+    >>> from flax import nnx
+    >>> features = jnp.ones((2, 16))                    # 2 examples, 16 features
     >>> latent = gumbax.nnx.CategoricalLatent(16, 4, 8, estimator="straight_through_gumbel",
     ...                                       rngs=nnx.Rngs(0))
-    >>> out = latent(features, deterministic=False)   # out.sample, out.logits, out.kl
+    >>> out = latent(features, deterministic=False)
+    >>> out.sample.shape, out.logits.shape, out.kl.shape  # 4 latents, 8 classes; a KL per row
+    ((2, 4, 8), (2, 4, 8), (2,))
 
   References:
     Jang, Gu, Poole, Categorical Reparameterization with Gumbel-Softmax, 2017

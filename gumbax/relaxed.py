@@ -184,8 +184,11 @@ def gumbel_softmax(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
       with a degenerate row; shapes or ``axis`` that do not fit.
 
   Example:
+    >>> logits = jnp.log(jnp.array([0.2, 0.3, 0.5]))
     >>> y = gumbax.gumbel_softmax(jax.random.key(0), logits, 0.5)
     >>> b = gumbax.gumbel_softmax(jax.random.key(0), logits, 0.5, hard=True)
+    >>> bool(jnp.isclose(y.sum(), 1.0)), float(b.sum()), bool(jnp.argmax(b) == jnp.argmax(y))
+    (True, 1.0, True)
 
   References:
     Jang, Gu, Poole, Categorical Reparameterization with Gumbel-Softmax, 2017
@@ -230,7 +233,10 @@ def log_gumbel_softmax(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
     ValueError: as :func:`gumbel_softmax`.
 
   Example:
+    >>> logits = jnp.log(jnp.array([0.2, 0.3, 0.5]))
     >>> x = gumbax.log_gumbel_softmax(jax.random.key(0), logits, 0.05)
+    >>> bool(jnp.isclose(jax.nn.logsumexp(x), 0.0, atol=1e-6))  # exp(x) sums to 1
+    True
 
   References:
     Maddison, Mnih, Teh, The Concrete Distribution, 2017 (arXiv 1611.00712),
@@ -281,7 +287,10 @@ def straight_through(key: ArrayLike, logits: ArrayLike, *, temperature=1.0,
     ValueError: as :func:`gumbel_softmax`, or an unknown ``backward``.
 
   Example:
+    >>> logits = jnp.log(jnp.array([0.2, 0.3, 0.5]))
     >>> b = gumbax.straight_through(jax.random.key(0), logits)
+    >>> b.shape, float(b.sum()), float(b.max())  # a one-hot sample
+    ((3,), 1.0, 1.0)
 
   References:
     Bengio, Leonard, Courville, Estimating or Propagating Gradients Through
@@ -352,6 +361,8 @@ def relaxed_bernoulli(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
 
   Example:
     >>> y = gumbax.relaxed_bernoulli(jax.random.key(0), jnp.zeros(3), 2 / 3)
+    >>> y.shape, bool(jnp.all((y > 0) & (y < 1)))
+    ((3,), True)
 
   References:
     Maddison, Mnih, Teh, The Concrete Distribution, 2017 (arXiv 1611.00712);

@@ -62,7 +62,9 @@ def exponential_annealing(init_value: float = 1.0, rate: float = 3e-5, floor: fl
 
   Example:
     >>> schedule = gumbax.schedules.exponential_annealing(1.0, 3e-5, 0.5, 1000)
-    >>> tau = schedule(step)   # 1.0 for steps 0..999, then exp(-0.03), ...
+    >>> # 1.0 for steps 0..999, then exp(-0.03), ..., never below the floor 0.5
+    >>> [round(float(schedule(step)), 4) for step in (0, 999, 1000, 100_000)]
+    [1.0, 1.0, 0.9704, 0.5]
 
   References:
     Jang, Gu, Poole, Categorical Reparameterization with Gumbel-Softmax, 2017
@@ -102,6 +104,8 @@ def linear(init_value: float, end_value: float, transition_steps: int,
 
   Example:
     >>> schedule = gumbax.schedules.linear(1.0, 0.1, transition_steps=10_000)
+    >>> [round(float(schedule(step)), 4) for step in (0, 5_000, 10_000, 20_000)]
+    [1.0, 0.55, 0.1, 0.1]
 
   References:
     optax.linear_schedule.
@@ -135,6 +139,8 @@ def cosine(init_value: float, end_value: float, decay_steps: int) -> Schedule:
 
   Example:
     >>> schedule = gumbax.schedules.cosine(2.0, 0.2, decay_steps=5_000)
+    >>> [round(float(schedule(step)), 4) for step in (0, 2_500, 5_000, 10_000)]
+    [2.0, 1.1, 0.2, 0.2]
 
   References:
     Loshchilov, Hutter, SGDR: Stochastic Gradient Descent with Warm Restarts, 2017
@@ -163,6 +169,8 @@ def constant(value: float) -> Schedule:
 
   Example:
     >>> schedule = gumbax.schedules.constant(0.5)
+    >>> schedule(jnp.arange(3)).tolist()  # one value per step
+    [0.5, 0.5, 0.5]
 
   References:
     optax.constant_schedule.

@@ -62,6 +62,8 @@ def get(name: str, **hyperparameters: Any) -> "Estimator":
 
   Example:
     >>> est = gumbax.estimators.get("rloo", num_samples=4)
+    >>> est
+    ReinforceLeaveOneOut(distribution='categorical', num_samples=4)
 
   The estimator contract (a surrogate whose ``jax.grad`` is the estimate) is stated
   in this module's docstring and in :class:`Estimator`.
@@ -324,9 +326,16 @@ class MeanFieldLoss:
       mean ``mu``.
 
   Example:
+    >>> key, k_h = jax.random.split(jax.random.key(0))
+    >>> logits, w, x = jnp.zeros((2, 3)), jnp.array([1.0, -1.0, 0.5]), jnp.array([1.0, 0.0])
+    >>> def sampled_loss(b):  # samples a unit h ~ Bernoulli(sigmoid(b @ w)) above b
+    ...   return (jax.random.bernoulli(k_h, jax.nn.sigmoid(b @ w)) - x) ** 2
+    >>> mean_field_loss = lambda b: (jax.nn.sigmoid(b @ w) - x) ** 2  # h's mean instead
     >>> loss = gumbax.estimators.MeanFieldLoss(sampled_loss, mean_field_loss)
     >>> est = gumbax.estimators.get("muprop")
     >>> surrogate = est(key, logits, loss)
+    >>> surrogate.shape, jax.grad(lambda l: jnp.sum(est(key, l, loss)))(logits).shape
+    ((2,), (2, 3))
 
   References:
     Gu, Levine, Sutskever, Mnih, MuProp: Unbiased Backpropagation for Stochastic

@@ -54,10 +54,20 @@ def value_and_grads(estimator: Estimator, key: jax.Array,
     A :class:`StepGradients`.
 
   Example:
+    >>> import optax
+    >>> key, params = jax.random.key(0), {"logits": jnp.zeros((2, 3)), "w": jnp.ones(3)}
+    >>> model = lambda p: (p["logits"], lambda b: jnp.sum((b - p["w"]) ** 2, axis=-1))
     >>> est = gumbax.estimators.get("rebar")
-    >>> cv = est.init(key, logits)
+    >>> cv = est.init(key, params["logits"])
+    >>> opt, cv_opt = optax.adam(1e-2), optax.adam(1e-3)
+    >>> state, cv_state = opt.init(params), cv_opt.init(cv["params"])
     >>> out = gumbax.estimators.value_and_grads(est, key, model, params, cv)
-    >>> params = optax.apply_updates(params, opt.update(out.grads, state)[0]) ...
+    >>> updates, state = opt.update(out.grads, state)
+    >>> params = optax.apply_updates(params, updates)
+    >>> cv_updates, cv_state = cv_opt.update(out.cv_grads, cv_state)
+    >>> cv = {**out.cv, "params": optax.apply_updates(out.cv["params"], cv_updates)}
+    >>> sorted(out.grads), sorted(out.cv_grads)
+    (['logits', 'w'], ['eta', 'log_temperature'])
 
   References:
     Grathwohl et al., Backpropagation through the Void, 2018 (arXiv 1711.00123),
