@@ -53,7 +53,8 @@ downloaded from public mirrors when missing (data.download: false to forbid).
 
 Exit status: 0 done; 1 every member stopped on a non-finite loss (the run folder
 keeps their metrics); 2 a user error (arguments, config, overrides, missing or
-corrupt data, an unwritable folder), said in one `error:` line.
+corrupt data, an unwritable folder), said in one `error:` line; 3 a process of a
+distributed run failed (e.g. a peer died).
 Several processes or hosts (run and variance): start the same command in every
 process with --coordinator-address HOST:PORT (process 0's) --num-processes N
 --process-id I, or with --distributed where JAX detects the cluster (SLURM, Open
@@ -309,7 +310,8 @@ def _print_report(make_report, select: str | None) -> int:
 def main(argv: list[str] | None = None) -> int:
   """Entry point; returns the exit status: 0 on success, 1 when every member of a run
   diverged, 2 for a user error (bad arguments, config, override, missing or corrupt
-  data, an unwritable folder), each said in one ``error:`` line."""
+  data, an unwritable folder), each said in one ``error:`` line; 3 when a process of
+  a distributed run fails (e.g. a peer died)."""
   args = _parser().parse_args(argv)
   from experiments.config import ConfigError
   from experiments.data import MnistCorruptError, MnistNotFoundError
@@ -332,3 +334,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}",
           file=sys.stderr)
     return 2
+  except Exception as err:
+    _stop_distributed(err)
+    raise
+
+
+def _stop_distributed(err: Exception) -> None:
+  """In a run of several processes, a failure (most often a peer that died, which
+  breaks the collectives) ends this process at once with exit status 3 and one
+  ``error:`` line, instead of waiting for the others at shutdown."""
+  import os
+  import traceback
+  import jax
+  if not jax.distributed.is_initialized():
+    return
+  first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+  traceback.print_exc()
+  print(f"error: process {jax.process_index()} of {jax.process_count()} stopped: {first} "
+        "(if another process died, its log says why)", file=sys.stderr, flush=True)
+  os._exit(3)

@@ -112,9 +112,15 @@ def test_a_dead_peer_stops_the_other_process_with_an_error(tmp_path):
   procs[1].communicate()
   start = time.monotonic()
   _, stderr = procs[0].communicate(timeout=120)
-  assert procs[0].returncode != 0
   assert time.monotonic() - start < 120
-  assert "error" in stderr.lower() or "fatal" in stderr.lower(), stderr[-3000:]
+  # The broken collective raises and the CLI exits with status 3 and an error line; a
+  # peer that vanishes without closing its connections trips the heartbeat instead,
+  # and JAX aborts the process (SIGABRT) with its own message.
+  if procs[0].returncode == 3:
+    assert "error: process 0 of 2 stopped:" in stderr, stderr[-3000:]
+  else:
+    assert procs[0].returncode == -signal.SIGABRT, stderr[-3000:]
+    assert "another task died" in stderr, stderr[-3000:]
 
 
 @pytest.mark.parametrize("flags, message", [
