@@ -53,9 +53,13 @@ downloaded from public mirrors when missing (data.download: false to forbid).
 
 Exit status: 0 done; 1 every member stopped on a non-finite loss (the run folder
 keeps their metrics); 2 a user error (arguments, config, overrides, missing or
-corrupt data, an unwritable folder), said in one `error:` line.
-Multi-host: call jax.distributed.initialize() in every process before `run`;
-the batch axis is sharded over jax.devices(), every device of every host.
+corrupt data, an unwritable folder), said in one `error:` line; 3 a process of a
+distributed run failed (e.g. a peer died).
+Several processes or hosts (run and variance): start the same command in every
+process with --coordinator-address HOST:PORT (process 0's) --num-processes N
+--process-id I, or with --distributed where JAX detects the cluster (SLURM, Open
+MPI, Kubernetes, TPU pods). The batch is sharded over every device of every
+process, the parameters are replicated; process 0 writes the run folder.
 """
 
 
@@ -82,6 +86,34 @@ def _positive_int(text: str) -> int:
   return value
 
 
+def _add_distributed(parser: argparse.ArgumentParser) -> None:
+  group = parser.add_argument_group(
+      "several processes", "start the same command in every process (see docs/experiments.md, "
+      "Scaling out); process 0 writes the output folder")
+  group.add_argument("--coordinator-address", metavar="HOST:PORT",
+                     help="process 0's address and a free port, the same in every process")
+  group.add_argument("--num-processes", type=_positive_int, metavar="N", help="number of processes")
+  group.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0..N-1")
+  group.add_argument("--distributed", action="store_true",
+                     help="let JAX detect the three values (SLURM, Open MPI, Kubernetes, TPU pods)")
+  group.add_argument("--peer-timeout", type=_positive_int, default=100, metavar="SECONDS",
+                     help="seconds without a heartbeat after which a dead peer stops every "
+                     "process with an error (default 100)")
+
+
+def _start_distributed(args) -> None:
+  """Joins the distributed run the flags describe (nothing without them)."""
+  flags = (args.coordinator_address, args.num_processes, args.process_id)
+  if not args.distributed and all(v is None for v in flags):
+    return
+  from experiments import config as cfg_lib
+  from experiments import distributed
+  try:
+    distributed.initialize(*flags, detect=args.distributed, heartbeat_timeout=args.peer_timeout)
+  except ValueError as err:
+    raise cfg_lib.ConfigError(str(err)) from None
+
+
 def _configs_dir() -> pathlib.Path:
   here = pathlib.Path.cwd() / "configs"
   return here if here.is_dir() else pathlib.Path(__file__).resolve().parent.parent / "configs"
@@ -100,11 +132,13 @@ def _parser() -> argparse.ArgumentParser:
   run.add_argument("--no-progress", action="store_true", help="no progress bar")
   run.add_argument("--no-report", action="store_true", help="skip the table and plots at the end")
   run.add_argument("--select", metavar="METRIC", type=_metric_name, help=_SELECT_HELP)
+  _add_distributed(run)
   variance = sub.add_parser("variance", help="gradient bias / variance study of a config's estimators")
   variance.add_argument("config", help="a YAML config with a variance: section")
   variance.add_argument("overrides", nargs="*", metavar="key=value")
   variance.add_argument("--out", help="output folder (default: runs/NAME)")
   variance.add_argument("--no-progress", action="store_true", help="no progress bar")
+  _add_distributed(variance)
   evaluate = sub.add_parser("evaluate", help="evaluate finished members again (e.g. larger m)",
                             description="Evaluate the completed members of RUN_DIR from their "
                             "final checkpoints; see `python -m experiments -h`.")
@@ -132,9 +166,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args) -> int:
   from experiments import config as cfg_lib
-  from experiments import report, runner
+  from experiments import distributed, report, runner
   if args.select and args.no_report:
     raise cfg_lib.ConfigError("--select needs the report; drop --no-report or --select.")
+  _start_distributed(args)
   source = pathlib.Path(args.config)
   if source.is_dir():
     if not (source / "config.yaml").exists():
@@ -144,8 +179,11 @@ def _run(args) -> int:
   else:
     config = cfg_lib.load(source, args.overrides)
     out = pathlib.Path(args.out) if args.out else pathlib.Path("runs") / config.name
-  print(f"run folder: {out}", file=sys.stderr)
+  if distributed.is_writer():
+    print(f"run folder: {out}", file=sys.stderr)
   runner.run(config, out, progress=not args.no_progress)
+  if not distributed.is_writer():
+    return 0
   status = 0
   if not args.no_report:
     status = _print_report(lambda: report.report([out], select=args.select), args.select)
@@ -173,10 +211,13 @@ def _diverged(config, out: pathlib.Path) -> int:
 
 def _variance(args) -> int:
   from experiments import config as cfg_lib
-  from experiments import variance
+  from experiments import distributed, variance
   config = cfg_lib.load(args.config, args.overrides)
   out = pathlib.Path(args.out) if args.out else pathlib.Path("runs") / config.name
+  _start_distributed(args)
   result = variance.run_variance(config, out, progress=not args.no_progress)
+  if not distributed.is_writer():
+    return 0
   last = max(result["checkpoints"])
   print((out / f"table_step{last}.md").read_text())
   print(f"wall time: {result['wall_time']:.1f} s", file=sys.stderr)
@@ -269,7 +310,8 @@ def _print_report(make_report, select: str | None) -> int:
 def main(argv: list[str] | None = None) -> int:
   """Entry point; returns the exit status: 0 on success, 1 when every member of a run
   diverged, 2 for a user error (bad arguments, config, override, missing or corrupt
-  data, an unwritable folder), each said in one ``error:`` line."""
+  data, an unwritable folder), each said in one ``error:`` line; 3 when a process of
+  a distributed run fails (e.g. a peer died)."""
   args = _parser().parse_args(argv)
   from experiments.config import ConfigError
   from experiments.data import MnistCorruptError, MnistNotFoundError
@@ -292,3 +334,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}",
           file=sys.stderr)
     return 2
+  except Exception as err:
+    _stop_distributed(err)
+    raise
+
+
+def _stop_distributed(err: Exception) -> None:
+  """In a run of several processes, a failure (most often a peer that died, which
+  breaks the collectives) ends this process at once with exit status 3 and one
+  ``error:`` line, instead of waiting for the others at shutdown."""
+  import os
+  import traceback
+  import jax
+  if not jax.distributed.is_initialized():
+    return
+  first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+  traceback.print_exc()
+  print(f"error: process {jax.process_index()} of {jax.process_count()} stopped: {first} "
+        "(if another process died, its log says why)", file=sys.stderr, flush=True)
+  os._exit(3)

@@ -4,8 +4,9 @@ One mechanism for all tasks and estimators (:class:`experiments.program.Program`
 a training step is ``task.gradients`` (the estimator's surrogate gradient and the
 control variate's variance gradient) followed by optax updates; ``log_every`` steps
 run as one ``lax.scan``, and the seeds of a group run as one ``vmap`` (a group is
-one seed unless ``seeds_vectorized``). The batch axis is sharded over every local
-device. Keys derive from the seed and the step alone, so a resumed member computes
+one seed unless ``seeds_vectorized``). The batch axis is sharded over every device
+of every process (:mod:`experiments.distributed`); process 0 alone writes the run
+folder. Keys derive from the seed and the step alone, so a resumed member computes
 the same numbers as an uninterrupted one.
 """
 
@@ -23,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from experiments import config as cfg_lib
 from experiments import console
 from experiments import data as data_lib
+from experiments import distributed
 from experiments import files
 from experiments import sweep
 from experiments.program import Program, evaluation_key
@@ -35,17 +37,27 @@ def _slice(tree, i):
   return jax.tree_util.tree_map(lambda x: x[i], tree)
 
 
-def _stack(trees):
-  return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+class _NoLog:
+  """The metrics log of a process that does not write the run folder."""
+
+  def write(self, row: dict) -> None:
+    del row
+
+  def close(self) -> None:
+    pass
 
 
 class _MemberFiles:
-  """One member's folder: metrics log, summary, checkpoints."""
+  """One member's folder: metrics log, summary, checkpoints. Only the writing process
+  (:func:`experiments.distributed.is_writer`) touches the files; on the others every
+  method is a no-op and :meth:`previous_status` is None."""
 
   def __init__(self, folder: pathlib.Path, member: sweep.Member):
     self.folder, self.member = folder, member
-    folder.mkdir(parents=True, exist_ok=True)
-    files.write_atomic(folder / "config.yaml", cfg_lib.to_yaml(member.config))
+    self.writer = distributed.is_writer()
+    if self.writer:
+      folder.mkdir(parents=True, exist_ok=True)
+      files.write_atomic(folder / "config.yaml", cfg_lib.to_yaml(member.config))
     self.summary = {"member": member.id, "task": member.task_label,
                     "distribution": member.config.task.distribution,
                     "estimator": member.config.estimator.title, "seed": member.config.seed,
@@ -58,15 +70,24 @@ class _MemberFiles:
 
   def previous_status(self) -> str | None:
     path = self.folder / "summary.json"
-    return json.loads(path.read_text()).get("status") if path.exists() else None
+    return json.loads(path.read_text()).get("status") if self.writer and path.exists() else None
 
   def open(self, resume_step: int):
+    if not self.writer:
+      self.log = _NoLog()
+      return
     files.truncate_metrics(self.folder / "metrics.jsonl", resume_step)
     self.log = files.MetricsLog(self.folder / "metrics.jsonl")
 
   def write_summary(self, **updates):
     self.summary.update(updates)
-    files.write_json(self.folder / "summary.json", self.summary)
+    if self.writer:
+      files.write_json(self.folder / "summary.json", self.summary)
+
+  def save_checkpoint(self, step: int, state, meta: dict) -> None:
+    """Writes the member's (fully replicated) state at ``step``; on process 0 only."""
+    if self.writer:
+      files.save_checkpoint(self.folder, step, state, meta)
 
   def close(self):
     if self.log is not None:
@@ -81,20 +102,27 @@ def _seed_keys(members: list[sweep.Member]) -> jax.Array:
 
 def _resume(member_files: list[_MemberFiles], todo: list[bool], state, replicated):
   """``(state, start step, wall time so far)``: the newest checkpoint every pending member
-  has, loaded into its slice of ``state``; ``(state, 0, 0.0)`` when there is none."""
-  pending = [f for f, t in zip(member_files, todo) if t]
-  common = set.intersection(*[set(files.checkpoint_steps(f.folder)) for f in pending])
-  if not common:
+  has, loaded into its slice of ``state``; ``(state, 0, 0.0)`` when there is none.
+  Process 0 reads the checkpoints and sends the state to the others."""
+  start = 0
+  if distributed.is_writer():
+    pending = [f for f, t in zip(member_files, todo) if t]
+    common = set.intersection(*[set(files.checkpoint_steps(f.folder)) for f in pending])
+    start = max(common, default=0)
+  start = int(distributed.broadcast(np.int32(start)))
+  if not start:
     return state, 0, 0.0
-  start, elapsed, slices = max(common), 0.0, []
+  host, elapsed, slices = jax.device_get(state), 0.0, []
   for i, f in enumerate(member_files):  # finished members keep their initial state (ignored)
-    slice_i = _slice(state, i)
-    if todo[i]:
+    slice_i = _slice(host, i)
+    if todo[i] and f.writer:
       slice_i, meta = files.load_checkpoint(f.folder, start, slice_i)
       elapsed = meta.get("wall_time", 0.0)
     slices.append(slice_i)
-  console.say(f"[{member_files[0].member.group}] resuming from the checkpoint at step {start}")
-  return jax.device_put(_stack(slices), replicated), start, elapsed
+  if distributed.is_writer():
+    console.say(f"[{member_files[0].member.group}] resuming from the checkpoint at step {start}")
+  stacked = distributed.broadcast(jax.tree_util.tree_map(lambda *xs: np.stack(xs), *slices))
+  return distributed.replicate(stacked, replicated), start, elapsed
 
 
 def _log_chunk(program: Program, member_files, alive, losses, probes, begin: int, end: int,
@@ -125,6 +153,7 @@ def _train_group(program: Program, members: list[sweep.Member], run_dir: pathlib
   c = program.config
   member_files = [_MemberFiles(run_dir / "members" / m.id, m) for m in members]
   todo = [f.previous_status() not in ("completed", "nan") for f in member_files]
+  todo = [bool(t) for t in distributed.broadcast(np.array(todo, np.int32))]  # process 0's
   if not any(todo):
     return
   # Data and state committed to the mesh like the chunk's outputs, so the first chunk
@@ -132,16 +161,16 @@ def _train_group(program: Program, members: list[sweep.Member], run_dir: pathlib
   replicated = NamedSharding(program.mesh, PartitionSpec())
   data = program.task.data()
   if data is not None:
-    data = jax.device_put(data, replicated)
+    data = distributed.replicate(data, replicated)
   seed_keys = _seed_keys(members)
-  state = jax.device_put(program.init(seed_keys, data), replicated)
+  state = distributed.replicate(program.init(seed_keys, data), replicated)
   state, start, elapsed = _resume(member_files, todo, state, replicated)
   alive = np.array(todo)  # finished members of a partly finished group are left untouched
   for f in (f for f, a in zip(member_files, alive) if a):
     f.open(start)
     f.write_summary(steps=start, wall_time=elapsed)
   steps, every = c.train.steps, c.train.log_every
-  bar = console.progress_bar(progress, steps, start, members[0].group)
+  bar = console.progress_bar(progress and distributed.is_writer(), steps, start, members[0].group)
   t0 = time.perf_counter() - elapsed
   try:
     for begin in range(start, steps, every):
@@ -162,7 +191,7 @@ def _train_group(program: Program, members: list[sweep.Member], run_dir: pathlib
       if end % c.train.checkpoint_every == 0 or final:
         for i, f in enumerate(member_files):
           if alive[i]:
-            files.save_checkpoint(f.folder, end, _slice(state, i), {"wall_time": wall})
+            f.save_checkpoint(end, _slice(state, i), {"wall_time": wall})
             f.write_summary(steps=end, wall_time=wall)
     else:
       wall = time.perf_counter() - t0
@@ -185,7 +214,7 @@ def _evaluate(program, state, seed_keys, member_files, alive, step, wall, *, fin
       continue
     params = _slice(state, i)["params"]
     final_metrics = {}
-    if final:
+    if final and f.writer:
       last = [r for r in files.read_jsonl(f.folder / "metrics.jsonl") if r.get("split") == "train"]
       if last:
         final_metrics["train/loss"] = last[-1]["loss"]
@@ -239,13 +268,14 @@ def run(config: cfg_lib.Config, run_dir: str | pathlib.Path, *, progress: bool =
         f"{run_dir} holds a run of a different config ({saved}); resume it with the same "
         "config and overrides, or choose another output folder with --out.")
   members, skipped = sweep.expand(config)
-  for note in skipped:
+  for note in skipped if distributed.is_writer() else ():
     console.say(note)
   groups: dict[str, list[sweep.Member]] = {}
   for m in members:
     groups.setdefault(m.group if config.seeds_vectorized else m.id, []).append(m)
   programs = _programs([group[0] for group in groups.values()], config.data.if_missing)
-  files.write_atomic(saved, cfg_lib.to_yaml(config))
+  if distributed.is_writer():
+    files.write_atomic(saved, cfg_lib.to_yaml(config))
   for group in groups.values():
     if group[0].group in programs:
       _train_group(programs[group[0].group], group, run_dir, progress)
@@ -275,7 +305,7 @@ def _programs(firsts: list[sweep.Member], if_missing: str) -> dict[str, Program]
       missing.append(name)
       continue
     programs[name] = Program(member.config, task, mesh)
-  if error is not None:
+  if error is not None and distributed.is_writer():
     console.say(f"skipped {len(missing)} member group(s) ({', '.join(missing)}): {error.summary} "
          "(data.if_missing: skip)")
   return programs

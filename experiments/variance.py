@@ -6,7 +6,10 @@ on the same fixed batch, so all estimators see the same parameters. The referenc
 gradient is exact (enumeration) on the toy task and otherwise the mean of
 ``reference_samples`` draws of an unbiased estimator, whose own standard error is
 reported. Sampling uses ``gumbax.diagnostics.gradient_statistics``: vectorized,
-chunked (bounded memory) and sharded over local devices.
+chunked (bounded memory) and sharded over local devices. In a run of several
+processes (:mod:`experiments.distributed`) the reference training is sharded over
+every process's devices, every process measures the same numbers on its own
+devices, and process 0 writes the folder.
 
 References:
   Tucker et al., REBAR, 2017 (arXiv 1703.07370), Figure 1; Grathwohl et al.,
@@ -28,11 +31,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import gumbax
 from experiments import config as cfg_lib
 from experiments import console
+from experiments import distributed
 from experiments import files
 from experiments import report
 from experiments import sweep
@@ -179,58 +183,78 @@ def _row(step, label, stats, ms, ref_se2):
   return row
 
 
+def _reference_training(config, task, train_spec):
+  """``(trainer, seed key, seed keys, initial state, training data, study batch)``.
+
+  With several processes the training data is replicated on the global mesh (the
+  training step is sharded over every process's devices); the study batch is drawn
+  from this process's copy, for measurements on its own devices."""
+  mesh = Mesh(np.array(jax.devices()), ("data",))
+  trainer = Program(sweep.for_estimator(config, train_spec), task, mesh)
+  seed_key = jax.random.key(config.seed)
+  seed_keys = jax.random.wrap_key_data(jax.random.key_data(seed_key)[None])
+  data = train_data = task.data()
+  if jax.process_count() > 1 and data is not None:
+    train_data = distributed.replicate(data, NamedSharding(mesh, PartitionSpec()))
+  state = trainer.init(seed_keys, train_data)
+  batch = task.batch(stream(seed_key, Stream.STUDY_BATCH), jnp.zeros((), jnp.int32), data)
+  return trainer, seed_key, seed_keys, state, train_data, batch
+
+
 def run_variance(config: cfg_lib.Config, out_dir: str | pathlib.Path, *, progress: bool = True) -> dict:
   """Measures every estimator of ``config`` at every checkpoint; writes tables and plots.
 
   Returns:
-    The summary dict (also written to ``out_dir/summary.json``).
+    The summary dict (also written to ``out_dir/summary.json`` by process 0).
   """
   specs = _check(config)
   out_dir = pathlib.Path(out_dir)
-  files.write_atomic(out_dir / "config.yaml", cfg_lib.to_yaml(config))
+  writer = distributed.is_writer()
+  if writer:
+    files.write_atomic(out_dir / "config.yaml", cfg_lib.to_yaml(config))
   v = config.variance
   train_spec = v.train_estimator or config.estimator
-  mesh = Mesh(np.array(jax.devices()), ("data",))
   task = make_task(config)
-  trainer = Program(sweep.for_estimator(config, train_spec), task, mesh)
-  seed_key = jax.random.key(config.seed)
-  seed_keys = jax.random.wrap_key_data(jax.random.key_data(seed_key)[None])
-  data = task.data()
-  state = trainer.init(seed_keys, data)
-  batch = task.batch(stream(seed_key, Stream.STUDY_BATCH), jnp.zeros((), jnp.int32), data)
-  reference_fn = _reference_fn(config, trainer, mesh)
-  measurers = [_Measurer(Program(sweep.for_estimator(config, spec), task, mesh), v)
+  trainer, seed_key, seed_keys, state, train_data, batch = _reference_training(config, task, train_spec)
+  reference_fn = _reference_fn(config, trainer, trainer.mesh)
+  measurers = [_Measurer(Program(sweep.for_estimator(config, spec), task, trainer.mesh), v)
                for spec in specs]
   rows, t0, done = [], time.perf_counter(), 0
-  bar = console.progress_bar(progress, len(v.checkpoints) * len(specs), 0, "variance")
-  (out_dir / "variance.jsonl").unlink(missing_ok=True)  # a study is rerun whole, not resumed
-  log = files.MetricsLog(out_dir / "variance.jsonl")
+  bar = console.progress_bar(progress and writer, len(v.checkpoints) * len(specs), 0, "variance")
+  if writer:
+    (out_dir / "variance.jsonl").unlink(missing_ok=True)  # a study is rerun whole, not resumed
+  log = files.MetricsLog(out_dir / "variance.jsonl") if writer else None
   try:
     for step in sorted(v.checkpoints):
       while done < step:
-        state, _ = trainer.chunk(state, seed_keys, done, config.train.log_every, data)
+        state, _ = trainer.chunk(state, seed_keys, done, config.train.log_every, train_data)
         done += config.train.log_every
       params = jax.tree_util.tree_map(lambda x: x[0], state["params"])
+      if jax.process_count() > 1:  # measured on this process's devices: the replicated values, on the host
+        params = jax.device_get(params)
       key = jax.random.fold_in(stream(seed_key, Stream.STUDY), step)
       reference, ref_se2, ref_name = reference_fn(params, batch, step, key)
       for spec, measure in zip(specs, measurers):
         stats, ms = measure(params, batch, step, jax.random.fold_in(key, _Key.MEASURE), reference)
-        row = _row(step, spec.title, stats, ms, ref_se2)
-        row["reference"], row["reference_se2"] = ref_name, ref_se2
-        row["num_samples"] = v.num_samples
+        row = _row(step, spec.title, stats, ms, ref_se2) | {
+            "reference": ref_name, "reference_se2": ref_se2, "num_samples": v.num_samples}
         rows.append(row)
-        log.write(row)
+        if log is not None:
+          log.write(row)
         if bar is not None:
           bar.update(1)
           bar.set_postfix(step=step, estimator=spec.title)
   finally:
-    log.close()
+    if log is not None:
+      log.close()
     if bar is not None:
       bar.close()
   summary = {"task": sweep.describe(config.task), "train_estimator": train_spec.title,
              "checkpoints": sorted(v.checkpoints), "num_samples": v.num_samples,
              "batch_size": config.train.batch_size, "devices": jax.device_count(),
              "wall_time": time.perf_counter() - t0, "rows": rows}
+  if not writer:
+    return summary
   files.write_json(out_dir / "summary.json", summary)
   summary["tables"] = report.write_variance_tables(rows, out_dir, COLUMNS)
   summary["plots"] = report.write_variance_plots(rows, out_dir)
