@@ -25,6 +25,8 @@ needs_mnist = pytest.mark.skipif(not MNIST.is_dir(), reason=f"MNIST not found at
 TINY = ROOT / "configs" / "tests" / "vae_tiny.yaml"
 # Long enough to kill the processes between two checkpoints.
 OVERRIDES = ["train.steps=100", "train.eval_every=50", "train.checkpoint_every=10"]
+# The config's own 20 steps: what the default test run can afford.
+SHORT = ["train.steps=20"]
 MEMBER = "vae-categorical-4x3-straight_through_gumbel-seed0"
 
 
@@ -34,13 +36,14 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(out: pathlib.Path, cwd: pathlib.Path, *extra: str, processes: int = 2):
+def _launch(out: pathlib.Path, cwd: pathlib.Path, *extra: str, processes: int = 2,
+            overrides=OVERRIDES):
   """Starts ``processes`` processes of one run of the tiny VAE into ``out``."""
   port = _free_port()
   env = dict(os.environ, PYTHONPATH=str(ROOT), GUMBAX_DATA_DIR=str(MNIST))
   env.pop("XLA_FLAGS", None)  # one CPU device per process
   return [subprocess.Popen(
-      [sys.executable, "-m", "experiments", "run", str(TINY), *OVERRIDES, "--out", str(out),
+      [sys.executable, "-m", "experiments", "run", str(TINY), *overrides, "--out", str(out),
        "--no-progress", "--coordinator-address", f"127.0.0.1:{port}",
        "--num-processes", str(processes), "--process-id", str(i), *extra],
       cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -59,27 +62,36 @@ def _rows(run_dir):
           for r in files.read_jsonl(run_dir / "members" / MEMBER / "metrics.jsonl")]
 
 
-@needs_mnist
-@pytest.mark.slow
-def test_two_processes_equal_one_and_resume_after_a_kill(tmp_path, monkeypatch):
-  # (a) both processes finish; (b) process 0 alone writes the folder and the report.
-  outs = _finish(_launch(tmp_path / "two", tmp_path))
+def _two_processes_then_one(tmp_path, monkeypatch, overrides):
+  """Runs two processes, checks (a) they finish and (b) process 0 alone writes the folder
+  and the report, then (c) one process with the same global batch gives the same rows.
+  Returns the two-process rows."""
+  outs = _finish(_launch(tmp_path / "two", tmp_path, overrides=overrides))
   assert "| task |" in outs[0][0] and "| task |" not in outs[1][0]
   assert "run folder" not in outs[1][1]
   two = _rows(tmp_path / "two")
   summary = json.loads((tmp_path / "two" / "members" / MEMBER / "summary.json").read_text())
   assert summary["status"] == "completed" and summary["devices"] == 2
   assert (tmp_path / "two" / "table.md").is_file()
-
-  # (c) the same numbers as one process with the same global batch (the rows once each).
   monkeypatch.setenv("GUMBAX_DATA_DIR", str(MNIST))
-  runner.run(cfg_lib.load(TINY, OVERRIDES), tmp_path / "one", progress=False)
+  runner.run(cfg_lib.load(TINY, overrides), tmp_path / "one", progress=False)
   one = _rows(tmp_path / "one")
   assert [(r["step"], r["split"]) for r in two] == [(r["step"], r["split"]) for r in one]
   for a, b in zip(two, one):
     for key in set(b) - {"step", "split", "final", "iw_samples"}:
       assert_f32_close(a[key], b[key], scale=b[key], err_msg=f"step {b['step']} {b['split']} {key}")
+  return two
 
+
+@needs_mnist
+def test_two_processes_equal_one(tmp_path, monkeypatch):
+  _two_processes_then_one(tmp_path, monkeypatch, SHORT)
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_two_processes_resume_after_both_are_killed(tmp_path, monkeypatch):
+  two = _two_processes_then_one(tmp_path, monkeypatch, OVERRIDES)
   # (d) kill both after a checkpoint, start both again: the uninterrupted numbers.
   killed = tmp_path / "killed"
   member = killed / "members" / MEMBER
