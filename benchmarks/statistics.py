@@ -1,7 +1,7 @@
 """Cost of gumbax.diagnostics.gradient_statistics' merge of a chunk into its moments.
 
 A chunk of ``S`` gradient samples enters the running mean and sum of squared
-deviations (``diagnostics._merge_chunk``) either through masked reductions over
+deviations (``diagnostics.merge_chunk``) either through masked reductions over
 the sample axis and Chan et al.'s merge (``"reduce"``, several passes over the
 whole chunk) or one sample at a time with Welford's update (``"rows"``: each
 sample is read once while the running moments stay in cache).
@@ -45,24 +45,24 @@ def main(argv=None):
   w = jax.random.normal(jax.random.key(1), shape)
 
   moments, studies = [], []
-  original = diagnostics._merge_chunk
+  original = diagnostics.merge_chunk
   zero = jnp.zeros(shape)
   try:
     for method in METHODS:
       moments.append(jax.jit(lambda x, mask, method=method: original(
           jnp.zeros((), jnp.int32), zero, zero, None, x, x[0], None, mask, method)[:2]))
       # A distinct grad_fn per method: each gets its own compiled program, built
-      # while _merge_chunk uses that method.
+      # while merge_chunk uses that method.
       def grad_fn(key, method=method):
         z = jax.random.normal(key, (2,))
         return {"w": w * z[0] + z[1], "b": jnp.full(shape[-1:], z[0])}
-      diagnostics._merge_chunk = functools.partial(original, method=method)
+      diagnostics.merge_chunk = functools.partial(original, method=method)
       jax.block_until_ready(diagnostics.gradient_statistics(
           grad_fn, jax.random.key(2), n, chunk_size=n).variance)
       studies.append(lambda g=grad_fn: diagnostics.gradient_statistics(
           g, jax.random.key(2), n, chunk_size=n).variance)
   finally:
-    diagnostics._merge_chunk = original
+    diagnostics.merge_chunk = original
 
   t_moments = interleaved_medians([lambda f=f: f(x, mask) for f in moments],
                                   repeats=args.repeats, min_time=0)

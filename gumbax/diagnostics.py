@@ -147,10 +147,14 @@ def _sample_shapes(grad_fn, key, vectorized: bool) -> PyTree:
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype), shapes)
 
 
-def _merge_chunk(count: jax.Array, mean: PyTree, m2: PyTree, sq: PyTree | None, grads: PyTree,
+def merge_chunk(count: jax.Array, mean: PyTree, m2: PyTree, sq: PyTree | None, grads: PyTree,
                  shift: PyTree, reference: PyTree | None, mask: jax.Array,
                  method: str = "auto") -> tuple[PyTree, PyTree, PyTree | None]:
   """Merges one chunk of samples (leading axis; ``mask[i]`` false rows left out).
+
+  The step :func:`gradient_statistics` repeats for every chunk; it is a module-level
+  name (not in ``__all__``) so that the two merge methods can be timed and tested
+  on their own.
 
   The running moments cover ``count`` samples so far: per coordinate, ``mean`` of
   ``d_i = g_i - shift``, ``m2``, the sum of ``(d_i - mean)**2``, and, given a
@@ -266,7 +270,7 @@ def _statistics(grad_fn, key, reference, *, num_samples, chunk_size, mesh, vecto
     n_b = jnp.sum(mask, dtype=jnp.int32)
     # Shift by the first sample: deviations are O(std) even when |mean| >> std.
     shift = jax.tree.map(lambda s, g: jnp.where(i == 0, g[0], s), shift, grads)
-    mean_d, m2, sq = _merge_chunk(count, mean_d, m2, sq, grads, shift, reference, mask)
+    mean_d, m2, sq = merge_chunk(count, mean_d, m2, sq, grads, shift, reference, mask)
     if has_ref:
       per_sample = lambda t: sum(jnp.sum(x.reshape(c, -1), 1) for x in jax.tree.leaves(t))
       dot = per_sample(jax.tree.map(lambda g, r: g * r[None], grads, reference))

@@ -160,9 +160,9 @@ def test_variance_smoke(capsys, monkeypatch):
 
 def test_statistics_smoke(capsys, monkeypatch):
   bench = _bench(monkeypatch, "statistics")
-  original = bench.diagnostics._merge_chunk
+  original = bench.diagnostics.merge_chunk
   rows = bench.main(["--samples", "4", "--shape", "3x2", "--repeats", "1"])
-  assert bench.diagnostics._merge_chunk is original  # restored after compiling
+  assert bench.diagnostics.merge_chunk is original  # restored after compiling
   out = capsys.readouterr().out
   assert "| moments |" in out and "| gradient_statistics |" in out
   assert all(t > 0 for row in rows.values() for t in row.values())

@@ -488,13 +488,13 @@ def test_merge_chunk_methods_agree_with_float64(method):
     state, count = (zeros, zeros, zeros), jnp.zeros((), jnp.int32)
     for part in (slice(0, 4), slice(4, 8)):
       chunk = jax.tree.map(lambda g: g[part], grads)
-      state = diagnostics._merge_chunk(count, *state, chunk, shift, reference, mask[part],
+      state = diagnostics.merge_chunk(count, *state, chunk, shift, reference, mask[part],
                                        method)
       count = count + jnp.sum(mask[part], dtype=jnp.int32)
     return state
 
   mean, m2, sq = merged(grads, shift, reference, mask)
-  _, _, none = diagnostics._merge_chunk(jnp.zeros((), jnp.int32), zeros, zeros, None, grads,
+  _, _, none = diagnostics.merge_chunk(jnp.zeros((), jnp.int32), zeros, zeros, None, grads,
                                         shift, None, mask, method)
   assert none is None
   keep = np.asarray(mask)
