@@ -9,7 +9,8 @@ One step is the gradient of the mean negative ELBO and the optimizer update.
 Table 1, one training run (all timed round-robin in one process by
 :func:`benchmarks._timing.interleaved_medians`, blocking until ready):
 
-* ``hand-written JAX``: parameter lists, ``jax.nn.softmax((logits + gumbel) / tau)``
+* ``hand-written JAX``: parameter lists (:mod:`gumbax.networks` MLPs, plain pytrees
+  and ``@``), ``jax.nn.softmax((logits + gumbel) / tau)``
   (``--estimator straight_through_gumbel``: its one-hot ``+ y - stop_gradient(y)``),
   ``optax``, one ``jax.jit`` with donated state and the key carried in it;
 * ``gumbax nnx (jax.jit)``: ``nnx.Linear`` layers and
@@ -47,6 +48,7 @@ import optax
 from flax import nnx
 
 import gumbax.nnx
+from gumbax import networks
 from benchmarks import _torch
 from benchmarks._timing import interleaved_medians
 
@@ -59,17 +61,13 @@ LR = 1e-3
 
 
 def init_mlp(key, sizes):
-  keys = jax.random.split(key, len(sizes) - 1)
-  return [(jax.random.normal(k, (m, n)) / np.sqrt(m), jnp.zeros((n,)))
-          for k, m, n in zip(keys, sizes[:-1], sizes[1:])]
+  """The hand-written model's dense layers: gumbax's plain-pytree MLP (no Flax), with
+  normal weights of variance 1 / fan_in."""
+  return networks.mlp_init(key, sizes, weight_init=networks.lecun_normal_untruncated)
 
 
 def mlp(layers, h):
-  for i, (w, b) in enumerate(layers):
-    h = h @ w + b[None]
-    if i < len(layers) - 1:
-      h = jax.nn.relu(h)
-  return h
+  return networks.mlp_apply(layers, h)
 
 
 def hand_negative_elbo(params, x, key, num_latents, num_classes, estimator):

@@ -49,9 +49,9 @@ import numpy as np
 import optax
 
 import gumbax
+from gumbax import networks
 from benchmarks import _torch
 from benchmarks._timing import interleaved_medians
-from benchmarks.vae_step import init_mlp, mlp
 
 TAU = 1.0
 
@@ -59,15 +59,17 @@ TAU = 1.0
 def make_problem(batch, pixels, hidden, num_latents, num_classes):
   """(encoder, head, loss, encoder_params, decoder_params, x) in JAX."""
   k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
-  enc = init_mlp(k1, [pixels, *hidden, num_latents * num_classes])
-  dec = init_mlp(k2, [num_latents * num_classes, *hidden[::-1], pixels])
+  init = lambda k, sizes: networks.mlp_init(k, sizes,
+                                            weight_init=networks.lecun_normal_untruncated)
+  enc = init(k1, [pixels, *hidden, num_latents * num_classes])
+  dec = init(k2, [num_latents * num_classes, *hidden[::-1], pixels])
   x = (jax.random.uniform(k3, (batch, pixels)) < 0.5).astype(jnp.float32)
 
   def encoder(enc_params):
-    return mlp(enc_params, x).reshape(batch, num_latents, num_classes)
+    return networks.mlp_apply(enc_params, x).reshape(batch, num_latents, num_classes)
 
   def negative_elbo(logits, y, dec_params):
-    pixel_logits = mlp(dec_params, y.reshape(batch, -1))
+    pixel_logits = networks.mlp_apply(dec_params, y.reshape(batch, -1))
     nll = jnp.sum(optax.sigmoid_binary_cross_entropy(pixel_logits, x), axis=-1)
     log_q = jax.nn.log_softmax(logits)
     kl = jnp.sum(jnp.exp(log_q) * (log_q + np.log(num_classes)), axis=(-2, -1))
@@ -88,7 +90,7 @@ def torch_problem(torch, device, x, enc, dec, num_latents, num_classes, compiled
   """A per-sample-loop step: () -> list of gradients (torch tensors)."""
   F = torch.nn.functional
   as_t = lambda a: torch.from_numpy(np.array(a)).to(device).requires_grad_()
-  params = [as_t(a) for layer in (*enc, *dec) for a in layer]
+  params = [as_t(layer[name]) for layer in (*enc, *dec) for name in ("w", "b")]
   n_enc = 2 * len(enc)
   tx = torch.from_numpy(np.array(x)).to(device)
 

@@ -3,10 +3,15 @@
 from gumbax import diagnostics
 from gumbax import estimators
 from gumbax import linen
+from gumbax import networks
 from gumbax import nnx
 from gumbax import schedules
+from gumbax.densities import bernoulli_entropy
+from gumbax.densities import bernoulli_kl
 from gumbax.densities import binary_concrete_log_prob
 from gumbax.densities import binary_concrete_logit_log_prob
+from gumbax.densities import categorical_entropy
+from gumbax.densities import categorical_kl
 from gumbax.densities import concrete_log_prob
 from gumbax.densities import exp_concrete_log_prob
 from gumbax.gumbel import conditional_gumbel
@@ -24,8 +29,12 @@ from gumbax.relaxed import straight_through
 __version__ = "0.1.0"
 
 __all__ = [
+    "bernoulli_entropy",
+    "bernoulli_kl",
     "binary_concrete_log_prob",
     "binary_concrete_logit_log_prob",
+    "categorical_entropy",
+    "categorical_kl",
     "concrete_log_prob",
     "conditional_gumbel",
     "conditional_logistic",
@@ -40,6 +49,7 @@ __all__ = [
     "gumbel_top_k",
     "linen",
     "log_gumbel_softmax",
+    "networks",
     "nnx",
     "relaxed_bernoulli",
     "schedules",

@@ -16,8 +16,8 @@ import numpy as np
 
 from gumbax import _checks
 from gumbax import estimators
+from gumbax.densities import categorical_kl
 from gumbax.densities import exp_concrete_log_prob
-from gumbax.estimators import pathwise
 from gumbax.relaxed import gumbel_softmax
 from gumbax.relaxed import log_gumbel_softmax
 from gumbax.relaxed import relaxed_bernoulli
@@ -27,8 +27,6 @@ from gumbax.relaxed import softmax_scores
 EVAL_MODES = ("argmax", "softmax")
 PRIORS = ("uniform", "learned")
 KLS = ("analytic", "relaxed")
-# The registry names of the pathwise estimators (they need no `f`).
-PATHWISE = tuple(sorted(getattr(pathwise, cls).name for cls in pathwise.__all__))
 # A learned temperature is clamped to [min_temperature, exp(80) ~ 5.5e34]: larger
 # temperatures give the same (uniform) samples, and the temperature's gradient
 # (through 1 / tau ** 2) stays finite in float32.
@@ -100,12 +98,13 @@ def check_latent(num_latents, num_classes, prior, kl) -> None:
   _choice(kl, "kl", KLS)
 
 
-def make_estimator(name: Any, hyperparameters: dict | None) -> pathwise._Pathwise:
+def make_estimator(name: Any, hyperparameters: dict | None) -> estimators.Pathwise:
   """The pathwise estimator ``name`` with its hyperparameters (validated now); its
   temperature is each call's (:func:`latent` passes it), not a field."""
-  if not isinstance(name, str) or name not in PATHWISE:
+  pathwise = estimators.names(estimators.Pathwise)  # they need no `f`
+  if not isinstance(name, str) or name not in pathwise:
     raise ValueError(
-        f"`estimator` must be the name of a pathwise estimator, one of {list(PATHWISE)} "
+        f"`estimator` must be the name of a pathwise estimator, one of {pathwise} "
         f"(score-function estimators need the loss `f`: call them directly); got {name!r}.")
   hyperparameters = dict(hyperparameters or {})
   for reserved in ("temperature", "distribution"):
@@ -231,14 +230,9 @@ def bernoulli(key, logits, temperature, *, hard: bool, deterministic: bool,
 
 
 def analytic_kl(logits: jax.Array, prior_logits: jax.Array) -> jax.Array:
-  """``sum_latents sum_k q_k (log q_k - log p_k)``: categorical KL per example."""
-  cdtype = _checks.compute_dtype(jnp.promote_types(logits.dtype, prior_logits.dtype))
-  log_q = jax.nn.log_softmax(logits.astype(cdtype), axis=-1)
-  log_p = jax.nn.log_softmax(prior_logits.astype(cdtype), axis=-1)
-  log_p = jnp.broadcast_to(log_p, log_q.shape)
-  q = jnp.exp(log_q)
-  terms = jnp.where(q > 0, q * (log_q - log_p), 0.0)
-  return jnp.sum(terms, axis=(-2, -1))
+  """The categorical KL to the prior (:func:`gumbax.categorical_kl`), summed over
+  latents: one value per example."""
+  return jnp.sum(categorical_kl(logits, prior_logits), axis=-1)
 
 
 def relaxed_kl(key, logits: jax.Array, prior_logits: jax.Array, temperature) -> jax.Array:
@@ -254,7 +248,7 @@ def relaxed_kl(key, logits: jax.Array, prior_logits: jax.Array, temperature) -> 
   return jnp.sum(log_q - log_p, axis=-1)
 
 
-def latent(key, logits, temperature, *, estimator: pathwise._Pathwise, prior_logits,
+def latent(key, logits, temperature, *, estimator: estimators.Pathwise, prior_logits,
            kl: str, deterministic: bool, eval_mode: str) -> LatentOutput:
   """CategoricalLatent's output for logits ``batch + (num_latents, num_classes)``."""
   if deterministic:

@@ -1,4 +1,5 @@
-"""Log-densities of the Concrete, ExpConcrete and Binary Concrete distributions.
+"""Log-densities of the Concrete, ExpConcrete and Binary Concrete distributions, and
+the closed-form KL divergences and entropies of categorical and Bernoulli distributions.
 
 Densities are computed and returned in float32 (float64 when an input is float64)
 whatever the inputs' dtype. The Concrete density is computed through its log-space
@@ -18,7 +19,11 @@ from gumbax import _checks
 
 __all__ = [
     "binary_concrete_log_prob",
+    "bernoulli_entropy",
+    "bernoulli_kl",
     "binary_concrete_logit_log_prob",
+    "categorical_entropy",
+    "categorical_kl",
     "concrete_log_prob",
     "exp_concrete_log_prob",
 ]
@@ -285,3 +290,202 @@ def binary_concrete_log_prob(y: ArrayLike, logits: ArrayLike, temperature) -> ja
   y = jnp.clip(y, finfo.smallest_normal, 1.0 - finfo.epsneg)
   log_y, log1m_y = jnp.log(y), jnp.log1p(-y)
   return _logistic_log_prob(log_y - log1m_y, logits, tau) - log_y - log1m_y
+
+
+
+
+def _kl_inputs(logits, prior_logits, finite_prior: bool):
+  """Validated logits and prior logits in the compute dtype, broadcast to one shape;
+  with ``finite_prior``, the prior's ``-inf`` (masked categories) moved to
+  ``-finfo.max / 2`` first.
+
+  A category that both ``q`` and the prior mask has probability 0 under ``q``, so
+  its KL term is 0; with both log-probabilities at ``-inf`` it would be ``0 * (-inf
+  + inf) = NaN``. Moved, the prior's log-probability is finite and the term an exact
+  0. The prior is replaced on its own shape, before broadcasting, by one ``where``
+  with a constant, so its gradient takes one path.
+  """
+  logits, prior_logits = jnp.asarray(logits), jnp.asarray(prior_logits)
+  _checks.float_dtype(logits, "logits")
+  _checks.float_dtype(prior_logits, "prior_logits")
+  cdtype = _checks.compute_dtype(jnp.promote_types(logits.dtype, prior_logits.dtype))
+  try:
+    shape = tuple(np.broadcast_shapes(logits.shape, prior_logits.shape))
+  except ValueError:
+    raise ValueError(
+        f"`logits` of shape {logits.shape} and `prior_logits` of shape "
+        f"{prior_logits.shape} do not broadcast against each other (NumPy rules: trailing "
+        "dimensions are aligned and must be equal or 1).") from None
+  logits, prior_logits = logits.astype(cdtype), prior_logits.astype(cdtype)
+  if finite_prior:
+    big = np.asarray(np.finfo(cdtype).max / 2, cdtype)
+    prior_logits = jnp.where(prior_logits == -np.inf, -big, prior_logits)
+  return jnp.broadcast_to(logits, shape), jnp.broadcast_to(prior_logits, shape)
+
+
+def categorical_kl(logits: ArrayLike, prior_logits: ArrayLike, *, axis: int = -1,
+                   masked: bool = True) -> jax.Array:
+  """``KL(q || p)`` between two categorical distributions given by their logits.
+
+  ``KL = sum_k q_k (log q_k - log p_k)`` with ``q = softmax(logits)`` and ``p =
+  softmax(prior_logits)`` along ``axis``, in closed form: one value per
+  distribution (the category axis is summed; sum the result over your latents for a
+  VAE's KL term). Masked categories (``-inf`` logits, ``q_k = 0``) contribute 0 and
+  the value and its gradient stay finite, also where the prior masks them too.
+  Where ``q`` puts mass on a category the prior masks, the KL is infinite; the
+  value returned there is not ``inf`` but huge (about ``q_k * finfo.max / 2``, or
+  ``inf`` if that overflows). Computed in float32 (float64 when an input is
+  float64).
+
+  Args:
+    logits: unnormalized log-probabilities of ``q``.
+    prior_logits: unnormalized log-probabilities of ``p``; broadcasts against
+      ``logits`` (NumPy rules: e.g. one prior of shape ``(num_latents, K)`` for a
+      batch of posteriors).
+    axis: the category axis of the broadcast shape.
+    masked: True (default): ``-inf`` logits are allowed, as above. False: the
+      logits must be finite and the plain formula ``sum exp(log q) (log q - log
+      p)`` is computed, operation for operation (a ``-inf`` gives NaN). Inside a
+      larger jitted program the guards change how XLA fuses and rounds the sums
+      (in the last bits), so code whose results must stay bit-identical to the
+      plain formula's passes False.
+
+  Returns:
+    The KL divergence, float32 or wider, of the broadcast shape without ``axis``.
+
+  Raises:
+    TypeError: non-floating logits, a non-integer ``axis`` or a non-bool ``masked``.
+    ValueError: shapes that do not broadcast (the message gives both), or an
+      ``axis`` out of range.
+
+  Example:
+    >>> kl = gumbax.categorical_kl(logits, jnp.zeros_like(logits))  # to uniform
+    >>> kl_per_example = kl.sum(-1)                 # logits: batch + (L, K)
+
+  References:
+    Kullback, Leibler, On Information and Sufficiency, 1951, Annals of
+    Mathematical Statistics 22(1); Cover, Thomas, Elements of Information Theory,
+    2nd ed., 2006, section 2.3.
+  """
+  _check_masked(masked)
+  logits, prior_logits = _kl_inputs(logits, prior_logits, finite_prior=masked)
+  axis = _checks.category_axis(axis, logits.ndim)
+  log_q = _finite_log_softmax(logits, axis) if masked else jax.nn.log_softmax(logits, axis=axis)
+  log_p = jax.nn.log_softmax(prior_logits, axis=axis)
+  return jnp.sum(jnp.exp(log_q) * (log_q - log_p), axis=axis)
+
+
+def _check_masked(masked):
+  if not isinstance(masked, bool):
+    raise TypeError(f"`masked` must be a bool; got {masked!r}.")
+
+
+def _finite_log_softmax(logits, axis):
+  """``log_softmax`` with its ``-inf`` (masked categories) moved to ``-finfo.max / 2``,
+  where ``exp`` is still exactly 0: ``q log q`` and ``q (log q - log p)`` are then an
+  exact 0 there, forward and backward. The KL and the entropy share it, so XLA
+  computes one ``log q`` for both."""
+  log_q = jax.nn.log_softmax(logits, axis=axis)
+  return jnp.where(log_q == -np.inf, -np.finfo(log_q.dtype).max / 2, log_q)
+
+
+def categorical_entropy(logits: ArrayLike, *, axis: int = -1, masked: bool = True) -> jax.Array:
+  """The entropy ``H(q) = -sum_k q_k log q_k`` of ``q = softmax(logits)`` along ``axis``.
+
+  In closed form, one value per distribution (sum it over your latents for a VAE's
+  entropy). Masked categories (``-inf`` logits) contribute 0, value and gradient
+  finite. Computed in float32 (float64 when the input is float64).
+
+  Args:
+    logits: unnormalized log-probabilities.
+    axis: the category axis.
+    masked: True (default): ``-inf`` logits allowed; False: finite logits only,
+      the plain formula (see :func:`categorical_kl`).
+
+  Returns:
+    The entropy in nats, float32 or wider, of the logits' shape without ``axis``.
+
+  Raises:
+    TypeError: non-floating logits, a non-integer ``axis`` or a non-bool ``masked``.
+    ValueError: an ``axis`` out of range.
+
+  Example:
+    >>> h = gumbax.categorical_entropy(logits)          # log K for uniform logits
+
+  References:
+    Shannon, A Mathematical Theory of Communication, Bell System Technical Journal
+    27, 1948; Cover, Thomas, Elements of Information Theory, 2nd ed., 2006,
+    section 2.1.
+  """
+  _check_masked(masked)
+  logits, _ = _kl_inputs(logits, logits, finite_prior=False)
+  axis = _checks.category_axis(axis, logits.ndim)
+  log_q = _finite_log_softmax(logits, axis) if masked else jax.nn.log_softmax(logits, axis=axis)
+  return -jnp.sum(jnp.exp(log_q) * log_q, axis=axis)
+
+
+def bernoulli_entropy(logits: ArrayLike) -> jax.Array:
+  """The entropy ``-q log q - (1 - q) log(1 - q)`` of ``q = sigmoid(logits)``,
+  elementwise.
+
+  The logs are ``log_sigmoid`` of the logits, which must be finite (as in
+  :func:`bernoulli_kl`). Computed in float32 (float64 when the input is float64).
+
+  Args:
+    logits: Bernoulli logits.
+
+  Returns:
+    The entropy in nats, float32 or wider, of the logits' shape.
+
+  Raises:
+    TypeError: non-floating logits.
+
+  Example:
+    >>> h = gumbax.bernoulli_entropy(logits).sum(-1)   # per example
+
+  References:
+    Shannon, A Mathematical Theory of Communication, Bell System Technical Journal
+    27, 1948; Cover, Thomas, Elements of Information Theory, 2nd ed., 2006,
+    section 2.1.
+  """
+  logits, _ = _kl_inputs(logits, logits, finite_prior=False)
+  q = jax.nn.sigmoid(logits)
+  return -(q * jax.nn.log_sigmoid(logits) + (1 - q) * jax.nn.log_sigmoid(-logits))
+
+
+def bernoulli_kl(logits: ArrayLike, prior_logits: ArrayLike) -> jax.Array:
+  """``KL(q || p)`` between Bernoulli distributions given by their logits, elementwise.
+
+  ``KL = q (log q - log p) + (1 - q) (log(1 - q) - log(1 - p))`` with ``q =
+  sigmoid(logits)`` and ``p = sigmoid(prior_logits)``, the logs taken as
+  ``log_sigmoid`` of the logits (stable for large finite ``|logits|``). The logits
+  must be finite: an infinite one (a deterministic variable) gives NaN. That is the
+  price of computing exactly the plain formula's operations, which keeps the
+  results bit-identical inside a larger jitted program (a guard against ``0 *
+  inf`` changes how XLA fuses the program, as for :func:`categorical_kl` with
+  ``masked=True``). Computed in float32 (float64 when an input is float64).
+
+  Args:
+    logits: logits of ``q``.
+    prior_logits: logits of ``p``; broadcasts against ``logits`` (NumPy rules).
+
+  Returns:
+    The elementwise KL divergence, float32 or wider, of the broadcast shape (sum it
+    over your latents for a VAE's KL term).
+
+  Raises:
+    TypeError: non-floating logits.
+    ValueError: shapes that do not broadcast (the message gives both).
+
+  Example:
+    >>> kl = gumbax.bernoulli_kl(logits, jnp.zeros_like(logits)).sum(-1)
+
+  References:
+    Kullback, Leibler, On Information and Sufficiency, 1951, Annals of
+    Mathematical Statistics 22(1); Cover, Thomas, Elements of Information Theory,
+    2nd ed., 2006, section 2.3.
+  """
+  logits, prior_logits = _kl_inputs(logits, prior_logits, finite_prior=False)
+  q = jax.nn.sigmoid(logits)
+  return (q * (jax.nn.log_sigmoid(logits) - jax.nn.log_sigmoid(prior_logits))
+          + (1 - q) * (jax.nn.log_sigmoid(-logits) - jax.nn.log_sigmoid(-prior_logits)))

@@ -1,4 +1,7 @@
-"""What the MNIST tasks share: dense layers, data, batches, chunked evaluation, a base class."""
+"""What the MNIST tasks share: data, batches, chunked evaluation, a base class.
+
+Their networks are :mod:`gumbax.networks` MLPs (LeCun-normal weights, zero biases).
+"""
 
 from __future__ import annotations
 
@@ -17,43 +20,6 @@ from experiments.tasks.base import Task
 
 # Decoder evaluations per evaluation call (examples x samples); raise it on a GPU.
 EVAL_BUDGET = int(os.environ.get("GUMBAX_EVAL_BUDGET", "8192"))
-
-
-def lecun_normal(key, shape: tuple[int, int]) -> jax.Array:
-  """``jax.nn.initializers.lecun_normal()(key, shape)``, the same numbers, drawn flat.
-
-  JAX numbers random bits in row-major order of the flattened shape, so drawing the
-  truncated normal for ``(m * n,)`` and reshaping gives the initializer's array bit
-  for bit; XLA's CPU compiler takes about ten times longer over noise of rank 3 or
-  more, which a ``(m, n)`` draw becomes under ``vmap`` over seeds.
-  """
-  fan_in, _ = shape
-  variance = jnp.array(1.0 / fan_in, jnp.float32)
-  stddev = jnp.sqrt(variance) / jnp.array(.87962566103423978, jnp.float32)  # truncated at 2
-  flat = jax.random.truncated_normal(key, -2, 2, (math.prod(shape),), jnp.float32)
-  return flat.reshape(shape) * stddev
-
-
-def dense_init(key, sizes: list[int]) -> list[dict]:
-  """Dense layers ``sizes[0] -> sizes[1] -> ...`` (LeCun-normal weights, zero biases)."""
-  keys = jax.random.split(key, max(len(sizes) - 1, 1))
-  return [{"w": lecun_normal(k, (m, n)), "b": jnp.zeros((n,), jnp.float32)}
-          for k, m, n in zip(keys, sizes[:-1], sizes[1:])]
-
-
-def affine(layer: dict, x: jax.Array) -> jax.Array:
-  """``x @ w + b`` for any number of leading axes (no implicit rank promotion)."""
-  b = layer["b"]
-  return x @ layer["w"] + b.reshape((1,) * (x.ndim - 1) + b.shape)
-
-
-def dense_apply(layers: list[dict], x: jax.Array, activation=jax.nn.relu) -> jax.Array:
-  """The MLP: ``activation`` between layers, none after the last."""
-  for i, layer in enumerate(layers):
-    x = affine(layer, x)
-    if i < len(layers) - 1:
-      x = activation(x)
-  return x
 
 
 def bernoulli_log_likelihood(logits: jax.Array, x: jax.Array) -> jax.Array:

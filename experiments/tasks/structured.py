@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 import gumbax
+from gumbax import networks
 from experiments.tasks import _mnist
 
 HALF = 392
@@ -49,17 +50,17 @@ class StructuredOutput(_mnist.MnistTask):
     width = math.prod(self.latent_shape)
     keys = jax.random.split(key, self.depth + 1)
     sizes = [HALF] + [width] * self.depth
-    layers = [_mnist.dense_init(k, [m, n])[0] for k, m, n in zip(keys, sizes[:-1], sizes[1:])]
-    return {"layers": layers, "out": _mnist.dense_init(keys[-1], [width, HALF])[0]}
+    layers = [networks.mlp_init(k, [m, n])[0] for k, m, n in zip(keys, sizes[:-1], sizes[1:])]
+    return {"layers": layers, "out": networks.mlp_init(keys[-1], [width, HALF])[0]}
 
   def logits(self, params, level, h):
-    return _mnist.affine(params["layers"][level], h).reshape(h.shape[:-1] + self.latent_shape)
+    return networks.dense_apply(params["layers"][level], h).reshape(h.shape[:-1] + self.latent_shape)
 
   def flatten(self, b):
     return b.reshape(b.shape[:b.ndim - len(self.latent_shape)] + (-1,))
 
   def nll_given(self, params, h, y):
-    return -_mnist.bernoulli_log_likelihood(_mnist.affine(params["out"], h), y)
+    return -_mnist.bernoulli_log_likelihood(networks.dense_apply(params["out"], h), y)
 
   def _downstream(self, estimator, keys, params, cvs, level, y, temperature=None):
     """``f`` for layer ``level``: the loss given its sample (nested surrogates below,

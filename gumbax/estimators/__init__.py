@@ -17,6 +17,7 @@ from gumbax.estimators.control_variates import Rebar
 from gumbax.estimators.control_variates import Relax
 from gumbax.estimators.exact import Exact
 from gumbax.estimators.pathwise import GumbelRao
+from gumbax.estimators.pathwise import Pathwise
 from gumbax.estimators.pathwise import ReinMax
 from gumbax.estimators.pathwise import Relaxed
 from gumbax.estimators.pathwise import StraightThrough
@@ -35,6 +36,7 @@ __all__ = [
     "GumbelRao",
     "MeanFieldLoss",
     "MuProp",
+    "Pathwise",
     "Rebar",
     "ReinMax",
     "Reinforce",

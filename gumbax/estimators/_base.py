@@ -41,9 +41,15 @@ def register(cls: type["Estimator"]) -> type["Estimator"]:
   return cls
 
 
-def names() -> list[str]:
-  """The registered estimator names, sorted."""
-  return sorted(_REGISTRY)
+def names(kind: type | None = None) -> list[str]:
+  """The registered estimator names, sorted; with ``kind``, only those whose class is
+  a subclass of ``kind`` (e.g. ``names(gumbax.estimators.Pathwise)``, the estimators
+  that need no ``f``)."""
+  if kind is None:
+    return sorted(_REGISTRY)
+  if not isinstance(kind, type):
+    raise TypeError(f"`kind` must be a class (e.g. gumbax.estimators.Pathwise); got {kind!r}.")
+  return sorted(name for name, cls in _REGISTRY.items() if issubclass(cls, kind))
 
 
 def get(name: str, **hyperparameters: Any) -> "Estimator":

@@ -4,7 +4,8 @@ It maps each latent's relaxed value (a K-vector, or a scalar for Bernoulli) to a
 number and sums over latents, so it needs no knowledge of the batch layout:
 ``r(z) = sum_n MLP(z_n)``. :func:`apply_joint` is the same MLP on all latents of
 an example at once, ``r(z) = MLP(concat_n z_n)``, which can tell the latents
-apart. Its output layer starts at zero.
+apart. Its output layer starts at zero. Built with :mod:`gumbax.networks`; the
+parameters keep their names ``w1, b1, w2, b2`` (the ``cv`` users see).
 """
 
 from __future__ import annotations
@@ -12,22 +13,24 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from gumbax import networks
+
 
 def init(key, in_dim: int, hidden: int, dtype=jnp.float32) -> dict:
-  scale = 1.0 / jnp.sqrt(jnp.asarray(in_dim, dtype))
-  return {
-      "w1": jax.random.normal(key, (in_dim, hidden), dtype) * scale,
-      "b1": jnp.zeros((hidden,), dtype),
-      "w2": jnp.zeros((hidden,), dtype),
-      "b2": jnp.zeros((), dtype),
-  }
+  """``{"w1", "b1", "w2", "b2"}``: the hidden layer's weights from
+  :func:`gumbax.networks.lecun_normal_untruncated` (drawn with ``key`` itself), the
+  output layer (one number) zero."""
+  first = networks.dense_init(key, in_dim, hidden,
+                              weight_init=networks.lecun_normal_untruncated, dtype=dtype)
+  last = networks.dense_init(None, hidden, None, weight_init=jax.nn.initializers.zeros,
+                             dtype=dtype)
+  return {"w1": first["w"], "b1": first["b"], "w2": last["w"], "b2": last["b"]}
 
 
 def _mlp(params: dict, features):
   """``tanh`` hidden layer then a linear output, over the last axis of ``features``."""
-  pre = features @ params["w1"]
-  h = jnp.tanh(pre + params["b1"].reshape((1,) * (pre.ndim - 1) + (-1,)))
-  return h @ params["w2"] + params["b2"]
+  layers = [{"w": params["w1"], "b": params["b1"]}, {"w": params["w2"], "b": params["b2"]}]
+  return networks.mlp_apply(layers, features, activation=jnp.tanh)
 
 
 def apply(params: dict, x, out_ndim: int, categorical: bool):

@@ -24,11 +24,26 @@ from gumbax._checks import check_int
 from gumbax.estimators._base import Estimator, register
 from gumbax.relaxed import check_st_backward, st_backward, st_combine
 
-__all__ = ["GumbelRao", "ReinMax", "Relaxed", "StraightThrough", "StraightThroughGumbel"]
+__all__ = ["GumbelRao", "Pathwise", "ReinMax", "Relaxed", "StraightThrough",
+           "StraightThroughGumbel"]
 
 
-class _Pathwise(Estimator):
-  """A pathwise estimator is ``f`` at a (straight-through) sample."""
+class Pathwise(Estimator):
+  """Base class of the pathwise estimators: ``f`` at a (straight-through) sample.
+
+  A pathwise estimator defines :meth:`sample_with_gradient`, the sample ``f`` sees
+  carrying the estimator's gradient, so it works without ``f``: that is what the
+  Flax layers (``gumbax.nnx.CategoricalLatent``, ``gumbax.linen``) call, and they
+  accept exactly the registered subclasses of this class
+  (``gumbax.estimators.names(Pathwise)``). A subclass is a frozen dataclass with a
+  ``temperature`` field and defines ``_sample_with_gradient(key, logits,
+  temperature)``; register it with :func:`gumbax.estimators.register`.
+
+  References:
+    Kingma, Welling, Auto-Encoding Variational Bayes, 2014 (arXiv 1312.6114), the
+    reparameterization; Jang, Gu, Poole, Categorical Reparameterization with
+    Gumbel-Softmax, 2017 (arXiv 1611.01144).
+  """
 
   uses_temperature = True
 
@@ -52,7 +67,7 @@ class _Pathwise(Estimator):
 
 @register
 @dataclasses.dataclass(frozen=True)
-class Relaxed(_Pathwise):
+class Relaxed(Pathwise):
   """Gumbel-softmax / Concrete (relaxed Bernoulli): ``f`` at the relaxed sample.
 
   Biased (``f`` is evaluated off the discrete points, so ``f`` must accept relaxed
@@ -80,7 +95,7 @@ class Relaxed(_Pathwise):
 
 @register
 @dataclasses.dataclass(frozen=True)
-class StraightThrough(_Pathwise):
+class StraightThrough(Pathwise):
   """Straight-through (Bengio et al.): exact sample forward, mean's gradient backward.
 
   The backward pass differentiates ``softmax(logits / temperature)`` (or
@@ -88,14 +103,12 @@ class StraightThrough(_Pathwise):
   temperature changes only the backward pass. Slope annealing as Chung et al.
   describe it sharpens the sampled distribution too: pass ``logits / tau`` at
   ``temperature=1`` (and use those logits in the model's other terms, e.g. a KL);
-  the experiments' ``temperature.slope`` does that, and on Jang et al.'s VAEs it is
-  what validation chose for their "annealed ST" (docs/results/jang2017_ablations.md).
+  the experiments' ``temperature.slope`` does that.
   ``backward="identity"`` differentiates ``logits / temperature`` instead: the
   sample's gradient reaches the logits unchanged (at ``temperature=1``), Bengio et
   al.'s "as if the hard threshold were the identity"; unlike the softmax's it does
   not vanish where the distribution is nearly deterministic, so nothing stops the
-  logits growing: on Jang et al.'s categorical VAE (analytic KL) it drove q to
-  one-hot within 5,000 steps (docs/results/jang2017_vae_categorical.md).
+  logits growing (with an analytic KL term, ``q`` can collapse to one-hot).
   Biased; 1 evaluation of ``f``. Categorical and Bernoulli.
 
   Attributes:
@@ -128,7 +141,7 @@ class StraightThrough(_Pathwise):
 
 @register
 @dataclasses.dataclass(frozen=True)
-class StraightThroughGumbel(_Pathwise):
+class StraightThroughGumbel(Pathwise):
   """Straight-through Gumbel-softmax: exact sample forward, relaxed sample's gradient.
 
   Biased; 1 evaluation of ``f`` (at a discrete point). Categorical and Bernoulli.
@@ -154,7 +167,7 @@ class StraightThroughGumbel(_Pathwise):
 
 @register
 @dataclasses.dataclass(frozen=True)
-class GumbelRao(_Pathwise):
+class GumbelRao(Pathwise):
   """Gumbel-Rao: ST-Gumbel with its Jacobian averaged over conditional noise.
 
   The forward sample is ``b = H(logits + g)``; the backward pass averages the relaxed
@@ -203,7 +216,7 @@ class GumbelRao(_Pathwise):
 
 @register
 @dataclasses.dataclass(frozen=True)
-class ReinMax(_Pathwise):
+class ReinMax(Pathwise):
   """ReinMax: straight-through with second-order (Heun's method) accuracy.
 
   Forward: an exact sample ``D``. Backward: ``2 J(pi_1)^T g - J(pi_0)^T g / 2``
@@ -213,9 +226,7 @@ class ReinMax(_Pathwise):
 
   Attributes:
     temperature: temperature of the softmax inside ``pi_1``. Liu et al. recommend
-      ``temperature >= 1`` (the reverse of Gumbel-softmax): on the categorical VAE of
-      Jang et al. (docs/results/jang2017_vae_categorical.md) tau = 1 ended 10 nats better on
-      validation than tau annealed to 0.5 under the same learning rate (seed 0).
+      ``temperature >= 1`` (the reverse of Gumbel-softmax).
 
   References:
     Liu et al., Bridging Discrete and Backpropagation: Straight-Through and Beyond,
