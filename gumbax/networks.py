@@ -47,7 +47,9 @@ def lecun_normal(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32)
     An array of ``shape`` and ``dtype``.
 
   Example:
-    >>> w = gumbax.networks.lecun_normal(key, (784, 512))
+    >>> w = gumbax.networks.lecun_normal(jax.random.key(0), (784, 512))
+    >>> w.shape, w.dtype, bool(jnp.abs(w).max() <= 2 / jnp.sqrt(784) / 0.87962566)
+    ((784, 512), dtype('float32'), True)
 
   References:
     LeCun, Bottou, Orr, Mueller, Efficient BackProp, in Neural Networks: Tricks of
@@ -75,7 +77,9 @@ def lecun_normal_untruncated(key: jax.Array, shape: Sequence[int],
     An array of ``shape`` and ``dtype``.
 
   Example:
-    >>> w = gumbax.networks.lecun_normal_untruncated(key, (4, 16))
+    >>> w = gumbax.networks.lecun_normal_untruncated(jax.random.key(0), (4, 16))
+    >>> w.shape
+    (4, 16)
 
   References:
     LeCun, Bottou, Orr, Mueller, Efficient BackProp, in Neural Networks: Tricks of
@@ -116,8 +120,9 @@ def dense_init(key: jax.Array, fan_in: int, fan_out: int | None, *,
     TypeError, ValueError: a width that is not an int >= 1.
 
   Example:
-    >>> layer = gumbax.networks.dense_init(key, 784, 512)
-    >>> y = gumbax.networks.dense_apply(layer, x)
+    >>> layer = gumbax.networks.dense_init(jax.random.key(0), 784, 512)
+    >>> layer["w"].shape, layer["b"].shape
+    ((784, 512), (512,))
 
   References:
     LeCun, Bottou, Orr, Mueller, Efficient BackProp, in Neural Networks: Tricks of
@@ -143,7 +148,9 @@ def dense_apply(layer: dict, x: jax.Array) -> jax.Array:
     ``batch + (fan_out,)``, or ``batch`` for a layer built with ``fan_out=None``.
 
   Example:
-    >>> y = gumbax.networks.dense_apply(gumbax.networks.dense_init(key, 3, 2), x)
+    >>> layer = gumbax.networks.dense_init(jax.random.key(0), 3, 2)
+    >>> gumbax.networks.dense_apply(layer, jnp.ones((5, 7, 3))).shape
+    (5, 7, 2)
 
   References:
     Rumelhart, Hinton, Williams, Learning representations by back-propagating
@@ -175,8 +182,9 @@ def mlp_init(key: jax.Array, sizes: Sequence[int | None], *,
     ValueError: fewer than two sizes; TypeError, ValueError: a bad width.
 
   Example:
-    >>> layers = gumbax.networks.mlp_init(key, [784, 512, 256, 200])
-    >>> logits = gumbax.networks.mlp_apply(layers, images)
+    >>> layers = gumbax.networks.mlp_init(jax.random.key(0), [784, 512, 256, 200])
+    >>> [layer["w"].shape for layer in layers]
+    [(784, 512), (512, 256), (256, 200)]
 
   References:
     LeCun, Bottou, Orr, Mueller, Efficient BackProp, in Neural Networks: Tricks of
@@ -206,7 +214,9 @@ def mlp_apply(layers: Sequence[dict], x: jax.Array,
     ``batch + (sizes[-1],)`` (``batch`` when the last size is None).
 
   Example:
-    >>> y = gumbax.networks.mlp_apply(layers, x, activation=jnp.tanh)
+    >>> layers = gumbax.networks.mlp_init(jax.random.key(0), [3, 16, 2])
+    >>> gumbax.networks.mlp_apply(layers, jnp.ones((8, 3)), activation=jnp.tanh).shape
+    (8, 2)
 
   References:
     Rumelhart, Hinton, Williams, Learning representations by back-propagating
