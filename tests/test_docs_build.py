@@ -30,7 +30,7 @@ def test_html_builds_without_warnings(tmp_path):
   api = (tmp_path / "html" / "api.html").read_text()
   import gumbax
   names = list(gumbax.__all__)
-  for module in ("estimators", "nnx", "linen", "schedules", "diagnostics"):
+  for module in ("estimators", "nnx", "linen", "schedules", "diagnostics", "networks"):
     names += [f"{module}.{n}" for n in getattr(gumbax, module).__all__]
 
   def obj(name):
