@@ -24,6 +24,7 @@ from gumbax.gumbel import gumbel_top_k
 from gumbax.relaxed import gumbel_softmax
 from gumbax.relaxed import log_gumbel_softmax
 from gumbax.relaxed import relaxed_bernoulli
+from gumbax.relaxed import relaxed_top_k
 from gumbax.relaxed import straight_through
 
 __version__ = "0.1.0"
@@ -52,6 +53,7 @@ __all__ = [
     "networks",
     "nnx",
     "relaxed_bernoulli",
+    "relaxed_top_k",
     "schedules",
     "straight_through",
 ]

@@ -28,6 +28,7 @@ __all__ = [
     "gumbel_softmax",
     "log_gumbel_softmax",
     "relaxed_bernoulli",
+    "relaxed_top_k",
     "straight_through",
 ]
 
@@ -254,6 +255,121 @@ def log_gumbel_softmax(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
   far = jax.lax.stop_gradient(scores - shift) <= -_checks.SCORE_FLOOR
   lowest = jnp.finfo(dtype).min
   return jnp.where(far, lowest, jnp.maximum(x, lowest)).astype(dtype)
+
+
+def _remove_step(alpha: jax.Array, inv_tau: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """One step of the successive-softmax relaxation, categories on the last axis.
+
+  Returns ``p = softmax(alpha / tau)`` and ``alpha + log(1 - p)``. ``log(1 - p)`` is
+  computed without cancellation: at the argmax ``m`` it is ``L - softplus(L)`` with
+  ``L = logsumexp_{l != m}(alpha_l / tau)`` (scores shifted so that ``alpha_m / tau``
+  is 0), elsewhere ``log1p(-p)`` with ``p <= 1/2``. So it stays exact and finite
+  however close ``p_m`` is to 1, which is what makes the relaxation reach the hard
+  top-k set as the temperature goes to 0. ``-inf`` (masked) entries stay ``-inf``
+  and get zero gradient; the clamp is that of :func:`_tempered_scores`.
+  """
+  shift = jax.lax.stop_gradient(jnp.max(alpha, axis=-1, keepdims=True))
+  x = jnp.maximum(alpha - shift, -_checks.SCORE_FLOOR) * inv_tau
+  top = jax.nn.one_hot(jnp.argmax(jax.lax.stop_gradient(x), axis=-1), x.shape[-1],
+                       dtype=bool)
+  others = jax.nn.logsumexp(jnp.where(top, -jnp.inf, x), axis=-1, keepdims=True)
+  log_norm = jax.nn.softplus(others)           # log(1 + sum_{l != m} exp(x_l))
+  p = jnp.exp(x - log_norm)
+  rest = jnp.log1p(-jnp.where(top, 0.0, p))
+  return p, alpha + jnp.where(top, others - log_norm, rest)
+
+
+def relaxed_top_k(key: ArrayLike, logits: ArrayLike, k: int, temperature, *,
+                  hard: bool = False, axis: int = -1) -> jax.Array:
+  """Draws a relaxed k-hot subset: Xie & Ermon's successive softmax relaxation.
+
+  With Gumbel-perturbed scores ``alpha_1 = logits + g`` (the noise
+  :func:`gumbax.gumbel_top_k` draws with the same key), ``k`` softmaxes are taken in
+  turn, each after down-weighting what the previous ones chose::
+
+    p_j = softmax(alpha_j / temperature),   alpha_{j+1} = alpha_j + log(1 - p_j),
+    y = p_1 + ... + p_k.
+
+  ``y`` sums to ``k`` along ``axis`` (its entries are not capped at 1: at high
+  temperatures a likely category can collect more than 1) and, as the temperature
+  goes to 0, tends to the
+  k-hot indicator of the ``k`` largest scores: the set ``gumbel_top_k`` draws, a
+  sample without replacement from ``Categorical(softmax(logits))``. ``log(1 - p)``
+  is computed in log space (exact and finite even where ``p`` rounds to 1), so low
+  temperatures give that set rather than choosing the same category twice.
+
+  With ``hard=True`` the forward value is exactly that k-hot set (the categories of
+  ``gumbel_top_k(key, logits, k, axis=axis)``) and the gradient is that of the
+  relaxed ``y``: the straight-through subset estimator.
+
+  ``-inf`` logits mark masked categories: they get exactly 0, zero gradient and are
+  never selected, so ``k`` must not exceed the unmasked count of any row; concrete
+  logits that break this, or that have a degenerate row (all ``-inf`` or a NaN),
+  are refused with a ``ValueError``. When traced, degenerate rows (and rows with
+  fewer than ``k`` unmasked categories) give NaN. ``temperature`` follows the rules
+  of :func:`gumbel_softmax`: a number or an array broadcasting against the logits'
+  shape without the category axis, learnable; concrete values must be finite and
+  > 0, traced ones below 1e-10 act as 1e-10.
+
+  Args:
+    key: a PRNG key.
+    logits: unnormalized log-probabilities, floating point, categories on ``axis``.
+    k: the subset size, ``1 <= k <=`` the number of unmasked categories of each row.
+    temperature: positive temperature, scalar or broadcastable array.
+    hard: return the exact k-hot set with the relaxed sample's gradient.
+    axis: the category axis.
+
+  Returns:
+    The relaxed (or hard) k-hot sample, of the logits' shape and dtype.
+
+  Raises:
+    ValueError: ``k`` out of range; concrete logits with a degenerate row or a row
+      of fewer than ``k`` unmasked categories; a concrete temperature that is not
+      finite and > 0.
+    TypeError: ``k`` is not an integer.
+
+  Example:
+    >>> key, logits = jax.random.key(0), jnp.array([2.0, 0.0, 1.0, -1.0, 0.5])
+    >>> y = gumbax.relaxed_top_k(key, logits, 2, 0.1)
+    >>> h = gumbax.relaxed_top_k(key, logits, 2, 0.1, hard=True)
+    >>> round(float(y.sum()), 4), h.tolist()
+    (2.0, [1.0, 1.0, 0.0, 0.0, 0.0])
+    >>> sorted(gumbax.gumbel_top_k(key, logits, 2).tolist())  # the same set
+    [0, 1]
+
+  References:
+    Xie, Ermon, Reparameterizable Subset Sampling via Continuous Relaxations, 2019
+    (arXiv 1901.10517); Kool, van Hoof, Welling, Stochastic Beams and Where to Find
+    Them, 2019 (arXiv 1903.06059).
+  """
+  raw, (logits, dtype) = logits, _checks.as_logits(logits)
+  axis = _checks.category_axis(axis, logits.ndim)
+  num_classes = logits.shape[axis]
+  k = _checks.check_int(k, "k", 1)
+  if k > num_classes:
+    raise ValueError(
+        f"`k`={k} must be between 1 and the number of categories along axis {axis}, "
+        f"{num_classes}.")
+  if not isinstance(hard, bool):
+    raise TypeError(f"`hard` must be a bool; got {hard!r}.")
+  _checks.check_rows(raw, axis, k=k)
+  scores = jnp.moveaxis(perturb(key, logits, dtype), axis, -1)
+  tau = _checks.temperature_array(temperature, scores.shape[:-1], scores.dtype)
+  inv_tau = jnp.expand_dims(1.0 / tau, -1)
+
+  def step(carry, _):
+    alpha, total = carry
+    p, alpha = _remove_step(alpha, inv_tau)
+    return (alpha, total + p), None
+
+  (_, soft), _ = jax.lax.scan(step, (scores, jnp.zeros_like(scores)), None, length=k)
+  if hard:
+    fixed = jax.lax.stop_gradient(scores)
+    _, index = jax.lax.top_k(fixed, k)
+    k_hot = jnp.sum(jax.nn.one_hot(index, num_classes, dtype=soft.dtype), axis=-2)
+    valid = jnp.max(fixed, axis=-1, keepdims=True) > -jnp.inf   # False for NaN rows too
+    soft = st_combine(jnp.where(valid, k_hot, jnp.nan), soft)
+  return jnp.moveaxis(soft, -1, axis).astype(dtype)
 
 
 def straight_through(key: ArrayLike, logits: ArrayLike, *, temperature=1.0,
