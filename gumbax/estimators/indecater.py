@@ -15,9 +15,11 @@ import jax.numpy as jnp
 
 from gumbax import _checks
 from gumbax._checks import check_int
-from gumbax.estimators._base import Estimator, register, zero_valued
+from gumbax.estimators._base import Estimator, detach, register, zero_valued
 
 __all__ = ["IndeCateR"]
+
+PATHWISE = ("rao_blackwell", "samples")
 
 
 @register
@@ -37,21 +39,30 @@ class IndeCateR(Estimator):
   ``g`` unchanged (the authors' code uses none either). With one latent (``D = 1``)
   the modified samples are all ``K`` configurations and ``g`` is the exact gradient.
 
-  The parameters ``f`` closes over (a decoder) get the Rao-Blackwellized pathwise
-  gradient ``1/(N D) sum_n sum_d sum_k p_d(k) grad f(x^n with x_d <- k)``: for each
-  ``d`` the sum over ``k`` is ``E[grad f(X) | X_{-d} = x^n_{-d}]``, so it is unbiased,
-  has no more variance than ``mean_n grad f(x^n)`` (the authors' choice), costs no
-  further evaluations, and is exact when ``D = 1``.
+  The parameters ``f`` closes over (a decoder) get, with ``pathwise="rao_blackwell"``
+  (the default), the Rao-Blackwellized pathwise gradient
+  ``1/(N D) sum_n sum_d sum_k p_d(k) grad f(x^n with x_d <- k)``: for each ``d`` the
+  sum over ``k`` is ``E[grad f(X) | X_{-d} = x^n_{-d}]``, so it is unbiased, has no
+  more variance than ``mean_n grad f(x^n)``, needs no further evaluations, and is
+  exact when ``D = 1``; but the backward pass then runs through all ``N D K``
+  evaluations. ``pathwise="samples"`` gives them ``mean_n grad f(x^n)`` (the authors'
+  code does this): ``N`` more evaluations of ``f`` with a backward pass, while the
+  ``N D K`` ones are cut from differentiation and need none (on a VAE-sized MLP
+  decoder with 200 modified points, about 4x less time per gradient on a CPU). The
+  logits' estimate is the same either way.
 
-  The forward value is the loss at the samples, ``mean_n f(x^n)`` (read from the
-  evaluations, since ``x^n`` with ``x_1 <- x^n_1`` is ``x^n``). ``f`` is evaluated at
-  ``num_samples * event_size * K`` points in one vmapped call; each carries the whole
-  batch of examples with one latent changed in every example, so ``f`` must treat
-  examples independently (as for ``exact``). Refuses, with ``ValueError``, more than
-  ``max_evaluations`` evaluations. Categorical and Bernoulli.
+  The forward value is the loss at the samples, ``mean_n f(x^n)`` (with
+  ``"rao_blackwell"`` read from the evaluations, since ``x^n`` with ``x_1 <- x^n_1``
+  is ``x^n``). ``f`` is evaluated at ``num_samples * event_size * K`` points in one
+  vmapped call; each carries the whole batch of examples with one latent changed in
+  every example, so ``f`` must treat examples independently (as for ``exact``).
+  Refuses, with ``ValueError``, more than ``max_evaluations`` of them. Categorical
+  and Bernoulli.
 
   Attributes:
     num_samples: N >= 1 samples.
+    pathwise: the gradient for what ``f`` closes over: ``"rao_blackwell"`` or
+      ``"samples"`` (see above).
     max_evaluations: the largest ``num_samples * event_size * K`` accepted (the
       modified samples are materialized, ``N D K`` copies of the sample).
 
@@ -62,7 +73,7 @@ class IndeCateR(Estimator):
     >>> f = lambda b: jnp.sum(b * w) ** 2 / 100    # a scalar loss
     >>> est = gumbax.estimators.get("indecater", num_samples=2)
     >>> est.evaluations                            # here 2 * 3 * 4 = 24 points
-    'num_samples * event_size * K'
+    "num_samples * event_size * K (+ num_samples with pathwise='samples')"
     >>> jax.grad(lambda l: est(key, l, f))(logits).shape
     (3, 4)
     >>> one = jnp.array([[0.5, -0.2, 0.0, 1.0]])   # one latent: exact enumeration
@@ -80,21 +91,23 @@ class IndeCateR(Estimator):
   name = "indecater"
   uses_temperature = False
   unbiased = True
-  evaluations = "num_samples * event_size * K"
+  evaluations = "num_samples * event_size * K (+ num_samples with pathwise='samples')"
   reference = "De Smet et al. 2023"
   num_samples: int = 1
+  pathwise: str = "rao_blackwell"
   max_evaluations: int = 2 ** 16
 
   def __post_init__(self):
     super().__post_init__()
     check_int(self.num_samples, "num_samples", 1)
+    if self.pathwise not in PATHWISE:
+      raise ValueError(f"`pathwise` must be one of {list(PATHWISE)}; got {self.pathwise!r}.")
     check_int(self.max_evaluations, "max_evaluations", 1)
 
   def surrogate(self, key, logits, f, cv):
     del cv
     n = self.num_samples
-    x = jax.vmap(lambda k: self.sample(k, logits))(jax.random.split(key, n))
-    ndim = self.out_ndim(f, x[0].astype(logits.dtype))
+    ndim = self.out_ndim(f, jax.ShapeDtypeStruct(logits.shape, logits.dtype))
     batch = logits.shape[:ndim]
     event = logits.shape[ndim:-1] if self.categorical else logits.shape[ndim:]
     k = logits.shape[-1] if self.categorical else 2
@@ -111,6 +124,7 @@ class IndeCateR(Estimator):
           f"max_evaluations={self.max_evaluations}. Use fewer samples, another estimator "
           "or raise max_evaluations.")
     nb = len(batch)
+    x = jax.vmap(lambda k: self.sample(k, logits))(jax.random.split(key, n))
     # Latents flattened to (D, K): one-hot rows, or the binary value with its complement.
     if self.categorical:
       flat = x.reshape((n,) + batch + (d, k))
@@ -125,7 +139,10 @@ class IndeCateR(Estimator):
       modified = modified.reshape((count,) + logits.shape)
     else:
       modified = modified[..., 1].reshape((count,) + logits.shape)
-    values = jax.vmap(f)(modified.astype(logits.dtype))         # (N D K,) + batch
+    sample = x.astype(logits.dtype)
+    rao_blackwell = self.pathwise == "rao_blackwell"
+    f_points = f if rao_blackwell else detach(f, sample[0])
+    values = jax.vmap(f_points)(modified.astype(logits.dtype))  # (N D K,) + batch
     values = values.reshape((n, d, k) + batch)
     values = jnp.moveaxis(values, (1, 2), (-2, -1))             # (N,) + batch + (D, K)
     if self.categorical:
@@ -134,12 +151,14 @@ class IndeCateR(Estimator):
       l = logits.reshape(batch + (d,)).astype(_checks.compute_dtype(logits.dtype))
       probs = jnp.stack([jax.nn.sigmoid(-l), jax.nn.sigmoid(l)], axis=-1)
     stopped = jax.lax.stop_gradient(values)
-    # The loss at the samples: x^n with its first latent set to its own value.
-    own = flat[..., 0, :] > 0                                # (N,) + batch + (K,)
+    # The CatLog-Derivative term for the logits (zero-valued).
+    catlog = jnp.mean(jnp.sum(probs[None] * stopped, axis=(-2, -1)), axis=0)
+    if not rao_blackwell:
+      return jnp.mean(jax.vmap(f)(sample), axis=0) + zero_valued(catlog)
+    # The loss at the samples: x^n with its first latent set to its own value, and
+    # the Rao-Blackwellized pathwise term for what f closes over (zero-valued).
+    own = flat[..., 0, :] > 0                                   # (N,) + batch + (K,)
     at_samples = jnp.mean(jnp.sum(jnp.where(own, stopped[..., 0, :], 0), axis=-1), axis=0)
-    # The CatLog-Derivative term for the logits; the Rao-Blackwellized pathwise term
-    # for what f closes over. Both are zero-valued.
-    probs = probs[None]
-    catlog = jnp.sum(probs * stopped, axis=(-2, -1))
-    pathwise = jnp.sum(jax.lax.stop_gradient(probs) * values, axis=(-2, -1)) / d
-    return at_samples + zero_valued(jnp.mean(catlog + pathwise, axis=0))
+    weights = jax.lax.stop_gradient(probs)[None] / d
+    pathwise = jnp.mean(jnp.sum(weights * values, axis=(-2, -1)), axis=0)
+    return at_samples + zero_valued(catlog + pathwise)
