@@ -16,6 +16,7 @@ from gumbax.estimators.antithetic import DisArm
 from gumbax.estimators.control_variates import Rebar
 from gumbax.estimators.control_variates import Relax
 from gumbax.estimators.exact import Exact
+from gumbax.estimators.indecater import IndeCateR
 from gumbax.estimators.pathwise import GumbelRao
 from gumbax.estimators.pathwise import Pathwise
 from gumbax.estimators.pathwise import ReinMax
@@ -34,6 +35,7 @@ __all__ = [
     "Estimator",
     "Exact",
     "GumbelRao",
+    "IndeCateR",
     "MeanFieldLoss",
     "MuProp",
     "Pathwise",
