@@ -110,8 +110,8 @@ def test_inclusion_test_rejects_with_replacement():
   n, k = 20_000, 2
   logits = np.array([1.0, 0.2, -0.5, 0.7, -1.2, 0.0], np.float32)
   keys = jax.random.split(jax.random.key(7), n)
-  counts = np.asarray(jax.vmap(lambda key: gumbax.relaxed_top_k(key, logits, k, 0.5, hard=True))(
-      keys)).sum(axis=0)
+  counts = np.asarray(jax.jit(jax.vmap(
+      lambda key: gumbax.relaxed_top_k(key, logits, k, 0.5, hard=True)))(keys)).sum(axis=0)
   probs = np.exp(logits) / np.exp(logits).sum()
   wrong = 1 - (1 - probs) ** k
   pvalues = [stats.binomtest(int(c), n, w).pvalue for c, w in zip(counts, wrong)]
@@ -146,7 +146,7 @@ def test_perturbation_is_gumbel_noise_of_the_same_key():
   top = np.argsort(-scores, axis=-1)[:, :3]
   expected = np.zeros(scores.shape)
   np.put_along_axis(expected, top, 1.0, axis=-1)
-  np.testing.assert_array_equal(np.asarray(gumbax.relaxed_top_k(key, logits, 3, 1e-4)), expected)
+  np.testing.assert_array_equal(np.asarray(_rtk(key, logits, 3, 1e-4)), expected)
 
 
 @pytest.mark.parametrize("tau", [0.1, 0.5, 1.0, 5.0])
@@ -172,9 +172,10 @@ def test_k1_is_gumbel_softmax_with_its_gradient():
   w = jax.random.normal(jax.random.key(13), logits.shape)
   top1 = lambda l, t: jnp.sum(gumbax.relaxed_top_k(key, l, 1, t) * w)
   gs = lambda l, t: jnp.sum(gumbax.gumbel_softmax(key, l, t) * w)
-  np.testing.assert_allclose(gumbax.relaxed_top_k(key, logits, 1, tau),
-                             gumbax.gumbel_softmax(key, logits, tau), rtol=1e-5, atol=1e-6)
-  g1, g2 = jax.grad(top1, (0, 1))(logits, tau), jax.grad(gs, (0, 1))(logits, tau)
+  np.testing.assert_allclose(_rtk(key, logits, 1, tau),
+                             jax.jit(gumbax.gumbel_softmax)(key, logits, tau), rtol=1e-5, atol=1e-6)
+  g1 = jax.jit(jax.grad(top1, (0, 1)))(logits, tau)
+  g2 = jax.jit(jax.grad(gs, (0, 1)))(logits, tau)
   for a, b in zip(g1, g2):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=f32_tol(np.abs(b).max() + 1, 64))
 
@@ -274,8 +275,8 @@ def test_jit_vmap_over_keys_and_logits():
 def test_hard_gradient_is_the_soft_gradient():
   key, logits = jax.random.key(2), jax.random.normal(jax.random.key(3), (3, 8))
   w = jax.random.normal(jax.random.key(4), logits.shape)
-  grad = lambda hard: jax.grad(lambda l: jnp.sum(
-      gumbax.relaxed_top_k(key, l, 3, 0.5, hard=hard) * w))(logits)
+  grad = lambda hard: jax.jit(jax.grad(lambda l: jnp.sum(
+      gumbax.relaxed_top_k(key, l, 3, 0.5, hard=hard) * w)))(logits)
   np.testing.assert_array_equal(grad(True), grad(False))
 
 
