@@ -18,15 +18,18 @@ from gumbax import _checks
 from gumbax import estimators
 from gumbax.densities import categorical_kl
 from gumbax.densities import exp_concrete_log_prob
+from gumbax.gumbel import gumbel_top_k
 from gumbax.relaxed import gumbel_softmax
 from gumbax.relaxed import log_gumbel_softmax
 from gumbax.relaxed import relaxed_bernoulli
+from gumbax.relaxed import relaxed_top_k
 from gumbax.relaxed import sigmoid_scores
 from gumbax.relaxed import softmax_scores
 
 EVAL_MODES = ("argmax", "softmax")
 PRIORS = ("uniform", "learned")
 KLS = ("analytic", "relaxed")
+SELECTOR_METHODS = ("concrete", "top_k")
 # A learned temperature is clamped to [min_temperature, exp(80) ~ 5.5e34]: larger
 # temperatures give the same (uniform) samples, and the temperature's gradient
 # (through 1 / tau ** 2) stays finite in float32.
@@ -96,6 +99,69 @@ def check_latent(num_latents, num_classes, prior, kl) -> None:
   _checks.check_int(num_classes, "num_classes", 1)
   _choice(prior, "prior", PRIORS)
   _choice(kl, "kl", KLS)
+
+
+def check_selector(num_selected, method, num_features=None) -> None:
+  """SubsetSelector's own arguments (``num_features`` may be unknown yet, in linen)."""
+  _checks.check_int(num_selected, "num_selected", 1)
+  _choice(method, "method", SELECTOR_METHODS)
+  if num_features is not None:
+    _checks.check_int(num_features, "num_features", 1)
+    if num_selected > num_features:
+      raise ValueError(
+          f"`num_selected`={num_selected} must be at most `num_features`={num_features} "
+          "(a subset of the input features).")
+
+
+def selector_logits_init(key, method: str, num_features: int, num_selected: int) -> jax.Array:
+  """SubsetSelector's initial logits: Glorot-normal ``(k, n)`` for ``"concrete"`` (as
+  Abid et al.'s Keras layer), zeros ``(n,)`` (every subset equally likely) for
+  ``"top_k"``."""
+  if method == "concrete":
+    return jax.nn.initializers.glorot_normal()(key, (num_selected, num_features), jnp.float32)
+  return jnp.zeros((num_features,), jnp.float32)
+
+
+def check_features(layer: str, x: jax.Array, num_features: int) -> None:
+  if x.ndim == 0 or x.shape[-1] != num_features:
+    raise ValueError(
+        f"{layer} selects among {num_features} features, so its input must have shape "
+        f"batch + ({num_features},); got shape {x.shape}.")
+
+
+def selected_indices(logits: jax.Array, method: str, num_selected: int) -> jax.Array:
+  """The deterministic selection: each node's argmax (``"concrete"``, node order) or
+  the ``k`` largest logits in ascending feature order (``"top_k"``); int32 ``(k,)``."""
+  logits = jax.lax.stop_gradient(jnp.asarray(logits))
+  if method == "concrete":
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  _, index = jax.lax.top_k(logits, num_selected)
+  return jnp.sort(index).astype(jnp.int32)
+
+
+def select(key, logits, x, temperature, *, method: str, num_selected: int, hard: bool,
+           deterministic: bool, layer: str = "SubsetSelector") -> jax.Array:
+  """SubsetSelector's output, ``batch + (k,)`` selected feature values of ``x``.
+
+  Deterministic: ``x[..., selected_indices]``. Training, ``"concrete"``: one
+  Gumbel-softmax sample ``w`` of shape ``(k, n)`` (shared by the batch) and
+  ``x @ w.T``; ``"top_k"``: the relaxed k-hot mask ``m = relaxed_top_k(key, logits,
+  k, tau)`` of shape ``(n,)`` and ``(m * x)`` at the drawn set's ``k`` indices, in
+  ascending feature order.
+  """
+  x = jnp.asarray(x)
+  num_features = logits.shape[-1]
+  check_features(layer, x, num_features)
+  if deterministic:
+    return jnp.take(x, selected_indices(logits, method, num_selected), axis=-1)
+  if method == "concrete":
+    w = gumbel_softmax(key, logits, temperature, hard=hard)
+    return jnp.einsum("...n,kn->...k", x, w.astype(jnp.result_type(x, w)))
+  mask = relaxed_top_k(key, logits, num_selected, temperature, hard=hard)
+  # The drawn set (the hard mask's support: the same key, so the same noise), sorted.
+  index = jnp.sort(gumbel_top_k(key, logits, num_selected))
+  scale = jnp.take(mask, index).astype(x.dtype)
+  return jnp.take(x, index, axis=-1) * scale.reshape((1,) * (x.ndim - 1) + scale.shape)
 
 
 def make_estimator(name: Any, hyperparameters: dict | None) -> estimators.Pathwise:

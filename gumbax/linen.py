@@ -25,7 +25,8 @@ from jax.typing import ArrayLike
 from gumbax import _layers
 from gumbax._layers import LatentOutput
 
-__all__ = ["CategoricalLatent", "GumbelSoftmax", "LatentOutput", "RelaxedBernoulli"]
+__all__ = ["CategoricalLatent", "GumbelSoftmax", "LatentOutput", "RelaxedBernoulli",
+           "SubsetSelector"]
 
 
 class _Stochastic(nn.Module):
@@ -280,3 +281,103 @@ class CategoricalLatent(_Stochastic):
     estimator = _layers.make_estimator(self.estimator, self.estimator_kwargs)
     return _layers.latent(key, logits, tau, estimator=estimator, prior_logits=prior_logits,
                           kl=self.kl, deterministic=det, eval_mode=self.eval_mode)
+
+
+class SubsetSelector(_Stochastic):
+  """Selects ``k`` of ``n`` input features: the concrete autoencoder's selector layer.
+
+  Input ``batch + (n,)`` (``n`` is inferred at ``init``), output ``batch + (k,)``, the
+  selected feature values. ``method="concrete"`` (Abid et al.: ``k`` nodes with
+  Glorot-normal logits ``(k, n)``, each a Gumbel-softmax sample over the features)
+  or ``"top_k"`` (logits ``(n,)`` starting at 0; ``gumbax.relaxed_top_k``'s relaxed
+  k-hot mask times ``x`` at the drawn set, ascending). Evaluation returns exactly
+  ``x[..., selected_indices]``; ``layer.apply(variables, method="selected_indices")``
+  gives the indices. Everything is as in :class:`gumbax.nnx.SubsetSelector`, whose
+  docstring has the details; the parameter is named ``logits`` in both APIs.
+
+  Attributes:
+    num_selected: ``k``, the number of features to select.
+    method: ``"concrete"`` or ``"top_k"``.
+    temperature: positive temperature (initial value if learned).
+    hard: straight-through: exact selections forward, relaxed gradient.
+    learn_temperature: make the temperature a parameter (``log_temperature``).
+    temperature_shape: shape of the learned temperature (``(k,)`` allowed for
+      ``"concrete"``).
+    min_temperature: lower bound of the learned temperature.
+    deterministic: evaluation mode if True; may be given per call instead.
+    rng_collection: the rng collection to draw keys from.
+
+  Example:
+    >>> key, x = jax.random.key(0), jnp.arange(12.0).reshape(2, 6)  # 6 features
+    >>> layer = gumbax.linen.SubsetSelector(3, temperature=0.5)
+    >>> variables = layer.init(key, x, deterministic=True)
+    >>> y = layer.apply(variables, x, deterministic=False, rngs={"gumbel": key})
+    >>> idx = layer.apply(variables, method="selected_indices")
+    >>> y.shape, bool(jnp.all(layer.apply(variables, x, deterministic=True) == x[:, idx]))
+    ((2, 3), True)
+
+  References:
+    Abid, Balin, Zou, Concrete Autoencoders: Differentiable Feature Selection and
+    Reconstruction, 2019 (arXiv 1901.09346); Xie, Ermon, Reparameterizable Subset
+    Sampling via Continuous Relaxations, 2019 (arXiv 1901.10517).
+  """
+
+  num_selected: int
+  method: str = "concrete"
+  temperature: Any = 1.0
+  hard: bool = False
+  learn_temperature: bool = False
+  temperature_shape: tuple[int, ...] = ()
+  min_temperature: float = 1e-3
+  deterministic: bool | None = None
+  rng_collection: str = "gumbel"
+  eval_mode: str = "argmax"  # not a choice here: the deterministic output is the selection
+
+  def __post_init__(self):
+    _layers.check_selector(self.num_selected, self.method)
+    self._check(self.hard, -1)
+    super().__post_init__()
+
+  def selected_indices(self) -> jax.Array:
+    """The ``k`` selected feature indices (int32 ``(k,)``): each node's argmax for
+    ``"concrete"``, the top ``k`` logits in ascending order for ``"top_k"``.
+
+    Returns:
+      An int32 array of shape ``(k,)``.
+    """
+    return _layers.selected_indices(self.variables["params"]["logits"], self.method,
+                                    self.num_selected)
+
+  @nn.compact
+  def __call__(self, x: ArrayLike, *, temperature=None, deterministic: bool | None = None,
+               rng: jax.Array | None = None) -> jax.Array:
+    """Selects features: relaxed (training) or exact (evaluation).
+
+    Args:
+      x: features, shape ``batch + (n,)``.
+      temperature: overrides the fixed temperature for this call.
+      deterministic: overrides the constructor's value.
+      rng: a key to use instead of the rng collection.
+
+    Returns:
+      The selected feature values, shape ``batch + (num_selected,)``.
+
+    Raises:
+      ValueError: ``num_selected`` above ``n``, or ``x``'s last axis does not match
+        the parameters.
+    """
+    x = jnp.asarray(x)
+    if x.ndim == 0:
+      raise ValueError("SubsetSelector's input must have a feature axis; got a scalar.")
+    num_features = x.shape[-1]
+    if self.has_variable("params", "logits"):
+      _layers.check_features("SubsetSelector", x,
+                             self.get_variable("params", "logits").shape[-1])
+    else:
+      _layers.check_selector(self.num_selected, self.method, num_features)
+    logits = self.param(
+        "logits", lambda key: _layers.selector_logits_init(
+            key, self.method, num_features, self.num_selected))
+    det, tau, key = self._resolve(temperature, deterministic, rng)
+    return _layers.select(key, logits, x, tau, method=self.method,
+                          num_selected=self.num_selected, hard=self.hard, deterministic=det)

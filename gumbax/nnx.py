@@ -21,7 +21,8 @@ from jax.typing import ArrayLike
 from gumbax import _layers
 from gumbax._layers import LatentOutput
 
-__all__ = ["CategoricalLatent", "GumbelSoftmax", "LatentOutput", "RelaxedBernoulli"]
+__all__ = ["CategoricalLatent", "GumbelSoftmax", "LatentOutput", "RelaxedBernoulli",
+           "SubsetSelector"]
 
 RngsLike = Any  # nnx.Rngs | nnx.RngStream | jax.Array | None
 
@@ -348,3 +349,121 @@ class CategoricalLatent(_Stochastic):
     return _layers.latent(key, logits, tau, estimator=self.estimator,
                           prior_logits=prior_logits, kl=self.kl, deterministic=det,
                           eval_mode=self.eval_mode)
+
+
+class SubsetSelector(_Stochastic):
+  """Selects ``k`` of ``n`` input features: the concrete autoencoder's selector layer.
+
+  Input ``x`` of shape ``batch + (n,)``, output ``batch + (k,)``: the values of
+  ``k`` selected features (the same contract for both methods), with learnable
+  logits choosing which.
+
+  - ``method="concrete"`` (default; Abid et al.): ``k`` selector nodes, each with
+    its own ``n`` logits (the parameter ``logits`` of shape ``(k, n)``, initialized
+    Glorot-normal as in Abid et al.'s implementation). In training each node draws a
+    Concrete sample ``w_j = gumbel_softmax(key, logits_j, tau, hard=hard)`` over the
+    features (one draw per call, shared by the batch) and outputs ``<w_j, x>``;
+    ``hard=True`` is the straight-through version (exactly one feature per node).
+    Nodes may pick the same feature.
+  - ``method="top_k"``: one logit per feature (``logits`` of shape ``(n,)``,
+    initialized to 0: every subset equally likely). In training,
+    ``m = gumbax.relaxed_top_k(key, logits, k, tau, hard=hard)`` is a relaxed k-hot
+    mask (Xie & Ermon) and the output is ``m * x`` at the ``k`` features of the drawn
+    set (the support of the hard mask, i.e. ``gumbax.gumbel_top_k`` with the same
+    key) in ascending feature order. The ``k`` features are always distinct, but
+    which feature sits at output position ``j`` can change between draws until the
+    selection has settled.
+
+  Evaluation (``deterministic=True``) draws no noise and returns exactly
+  ``x[..., selected_indices()]``: each node's argmax (``"concrete"``) or the ``k``
+  largest logits in ascending feature order (``"top_k"``). Temperatures, ``rngs`` and
+  ``deterministic`` work as in :class:`GumbelSoftmax`; Abid et al. anneal the
+  temperature exponentially from 10 to 0.01 over training, e.g.
+  ``gumbax.schedules.exponential_annealing(10.0, math.log(1000) / steps, 0.01, every=1)``
+  passed as ``layer(x, temperature=schedule(step))``. A learned temperature may have
+  shape ``(k,)`` (one per node) for ``"concrete"``, ``()`` for ``"top_k"``.
+
+  Args:
+    num_features: ``n``, the size of the input's last axis.
+    num_selected: ``k``, the number of features to select, ``1 <= k <= n``.
+    method: ``"concrete"`` or ``"top_k"``.
+    temperature: positive temperature (initial value if learned).
+    hard: straight-through: exact selections forward, relaxed gradient.
+    learn_temperature: make the temperature a parameter (``log_temperature``).
+    temperature_shape: shape of the learned temperature.
+    min_temperature: lower bound of the learned temperature.
+    deterministic: evaluation mode if True; may be given per call instead.
+    rng_collection: the name of the rng stream for the noise.
+    rngs: an ``nnx.Rngs`` (its ``params`` stream initializes ``logits``).
+
+  Raises:
+    ValueError: ``num_selected`` above ``num_features``, an unknown ``method``, or
+      the arguments :class:`GumbelSoftmax` refuses.
+    TypeError: non-integer sizes, or ``rngs`` that is not an ``nnx.Rngs``.
+
+  Example:
+    >>> from flax import nnx
+    >>> x = jnp.arange(12.0).reshape(2, 6)             # 2 examples, 6 features
+    >>> layer = gumbax.nnx.SubsetSelector(6, 3, temperature=0.5, rngs=nnx.Rngs(0))
+    >>> layer(x, deterministic=False).shape            # 3 selected features
+    (2, 3)
+    >>> idx = layer.selected_indices()
+    >>> bool(jnp.all(layer(x, deterministic=True) == x[:, idx]))
+    True
+
+  References:
+    Abid, Balin, Zou, Concrete Autoencoders: Differentiable Feature Selection and
+    Reconstruction, 2019 (arXiv 1901.09346); Xie, Ermon, Reparameterizable Subset
+    Sampling via Continuous Relaxations, 2019 (arXiv 1901.10517).
+  """
+
+  def __init__(self, num_features: int, num_selected: int, *, method: str = "concrete",
+               temperature=1.0, hard: bool = False, learn_temperature: bool = False,
+               temperature_shape: tuple[int, ...] = (), min_temperature: float = 1e-3,
+               deterministic: bool | None = None, rng_collection: str = "gumbel",
+               rngs: nnx.Rngs):
+    _layers.check_selector(num_selected, method, num_features)
+    if not isinstance(rngs, nnx.Rngs):
+      raise TypeError(
+          f"`rngs` must be an nnx.Rngs (its 'params' stream initializes the logits); "
+          f"got {type(rngs)}.")
+    self._setup(temperature, hard=hard, axis=-1, learn_temperature=learn_temperature,
+                temperature_shape=temperature_shape, min_temperature=min_temperature,
+                deterministic=deterministic, eval_mode="argmax",
+                rng_collection=rng_collection, rngs=rngs)
+    self.num_features = num_features
+    self.num_selected = num_selected
+    self.method = method
+    self.logits = nnx.Param(_layers.selector_logits_init(
+        rngs.params(), method, num_features, num_selected))
+
+  def selected_indices(self) -> jax.Array:
+    """The ``k`` selected feature indices (int32): each node's argmax for
+    ``"concrete"`` (in node order), the top ``k`` logits in ascending order for
+    ``"top_k"``.
+
+    Returns:
+      An int32 array of shape ``(k,)``.
+    """
+    return _layers.selected_indices(self.logits[...], self.method, self.num_selected)
+
+  def __call__(self, x: ArrayLike, *, temperature=None, deterministic: bool | None = None,
+               rngs: RngsLike = None) -> jax.Array:
+    """Selects features: relaxed (training) or exact (evaluation).
+
+    Args:
+      x: features, shape ``batch + (num_features,)``.
+      temperature: overrides the fixed temperature for this call (e.g. a schedule's
+        value); not allowed with a learned temperature.
+      deterministic: overrides the constructor's value.
+      rngs: an ``nnx.Rngs``, ``nnx.RngStream`` or key.
+
+    Returns:
+      The selected feature values, shape ``batch + (num_selected,)``.
+
+    Raises:
+      ValueError: ``x``'s last axis is not ``num_features`` long.
+    """
+    det, tau, key = self._resolve(temperature, deterministic, rngs)
+    return _layers.select(key, self.logits[...], x, tau, method=self.method,
+                          num_selected=self.num_selected, hard=self.hard, deterministic=det)

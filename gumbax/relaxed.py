@@ -257,26 +257,75 @@ def log_gumbel_softmax(key: ArrayLike, logits: ArrayLike, temperature=1.0, *,
   return jnp.where(far, lowest, jnp.maximum(x, lowest)).astype(dtype)
 
 
+def _remove_parts(alpha: jax.Array, inv_tau: jax.Array):
+  """The values one step of the successive-softmax relaxation needs (categories last).
+
+  With ``d = max(alpha - max(alpha), -SCORE_FLOOR)`` (the clamp of
+  :func:`_tempered_scores`) and ``x = d * inv_tau``, returns ``d``, the mask ``top``
+  of the unique maximum (empty on ties, where every ``p <= 1/2``), ``q`` (the
+  softmax of ``x`` over the other categories, 0 at ``top``), ``p = softmax(x)`` and
+  ``log(1 - p)``. At a unique maximum ``m``, ``log(1 - p_m) = L - log(1 + e^L)`` with
+  ``L = logsumexp_{l != m} x_l`` computed around the second largest score, so it is
+  exact and finite however close ``p_m`` is to 1 (as long as another category is
+  unmasked); elsewhere it is ``log1p(-p)`` with ``p <= 1/2``. No argmax: the maxima
+  are the entries where ``x == 0`` exactly (XLA's argmax is slow on CPU).
+  """
+  shift = jnp.max(alpha, axis=-1, keepdims=True)
+  d = jnp.maximum(alpha - shift, -_checks.SCORE_FLOOR)
+  x = d * inv_tau
+  at_max = x == 0
+  count = jnp.sum(at_max, axis=-1, keepdims=True, dtype=jnp.int32)
+  second = jnp.max(jnp.where(at_max, -jnp.inf, x), axis=-1, keepdims=True)
+  second = jnp.where(second > -jnp.inf, second, 0.0)
+  e = jnp.exp(jnp.where(at_max, -jnp.inf, x - second))
+  total = jnp.sum(e, axis=-1, keepdims=True)
+  some = total > 0
+  total = jnp.where(some, total, 1.0)
+  others = jnp.where(some, second + jnp.log(total), -jnp.inf)   # logsumexp over x < 0
+  log_norm = jnp.logaddexp(jnp.log(count.astype(x.dtype)), others)
+  p = jnp.where(at_max, jnp.exp(-log_norm), e * jnp.exp(second - log_norm))
+  top = at_max & (count == 1)
+  log1m_p = jnp.where(top, others - log_norm, jnp.log1p(-jnp.where(top, 0.0, p)))
+  return d, top, e / total, p, log1m_p
+
+
+@jax.custom_jvp
 def _remove_step(alpha: jax.Array, inv_tau: jax.Array) -> tuple[jax.Array, jax.Array]:
   """One step of the successive-softmax relaxation, categories on the last axis.
 
-  Returns ``p = softmax(alpha / tau)`` and ``alpha + log(1 - p)``. ``log(1 - p)`` is
-  computed without cancellation: at the argmax ``m`` it is ``L - softplus(L)`` with
-  ``L = logsumexp_{l != m}(alpha_l / tau)`` (scores shifted so that ``alpha_m / tau``
-  is 0), elsewhere ``log1p(-p)`` with ``p <= 1/2``. So it stays exact and finite
-  however close ``p_m`` is to 1, which is what makes the relaxation reach the hard
-  top-k set as the temperature goes to 0. ``-inf`` (masked) entries stay ``-inf``
-  and get zero gradient; the clamp is that of :func:`_tempered_scores`.
+  Returns ``p = softmax(alpha / tau)`` and ``alpha + log(1 - p)``, computed as in
+  :func:`_remove_parts`. ``-inf`` (masked) entries stay ``-inf`` and get zero
+  gradient. The JVP is written out (``dp = p (dx - <p, dx>)``;
+  ``d log(1 - p_l) = -p_l / (1 - p_l) (dx_l - <p, dx>)`` off the unique maximum and
+  ``-p_m (dx_m - <q, dx>)`` at it, finite however close ``p_m`` is to 1), so reverse
+  mode keeps a few arrays per step instead of every intermediate.
   """
-  shift = jax.lax.stop_gradient(jnp.max(alpha, axis=-1, keepdims=True))
-  x = jnp.maximum(alpha - shift, -_checks.SCORE_FLOOR) * inv_tau
-  top = jax.nn.one_hot(jnp.argmax(jax.lax.stop_gradient(x), axis=-1), x.shape[-1],
-                       dtype=bool)
-  others = jax.nn.logsumexp(jnp.where(top, -jnp.inf, x), axis=-1, keepdims=True)
-  log_norm = jax.nn.softplus(others)           # log(1 + sum_{l != m} exp(x_l))
-  p = jnp.exp(x - log_norm)
-  rest = jnp.log1p(-jnp.where(top, 0.0, p))
-  return p, alpha + jnp.where(top, others - log_norm, rest)
+  _, _, _, p, log1m_p = _remove_parts(alpha, inv_tau)
+  return p, alpha + log1m_p
+
+
+@functools.partial(_remove_step.defjvp, symbolic_zeros=True)
+def _remove_step_jvp(primals, tangents):
+  alpha, inv_tau = primals
+  alpha_dot, inv_tau_dot = tangents
+  d, top, q, p, log1m_p = _remove_parts(alpha, inv_tau)
+  out = (p, alpha + log1m_p)
+  x_dot = None
+  if not isinstance(alpha_dot, SymbolicZero):
+    x_dot = alpha_dot * inv_tau
+  if not isinstance(inv_tau_dot, SymbolicZero):
+    tau_term = d * inv_tau_dot
+    x_dot = tau_term if x_dot is None else x_dot + tau_term
+  if x_dot is None:
+    return out, (jnp.zeros_like(p), jnp.zeros_like(p))
+  mean = jnp.sum(p * x_dot, axis=-1, keepdims=True)
+  mean_others = jnp.sum(q * x_dot, axis=-1, keepdims=True)
+  odds = jnp.where(top, p, p / (1 - jnp.where(top, 0.0, p)))
+  p_dot = p * (x_dot - mean)
+  log1m_p_dot = -odds * (x_dot - jnp.where(top, mean_others, mean))
+  if not isinstance(alpha_dot, SymbolicZero):
+    log1m_p_dot = alpha_dot + log1m_p_dot
+  return out, (p_dot, log1m_p_dot)
 
 
 def relaxed_top_k(key: ArrayLike, logits: ArrayLike, k: int, temperature, *,

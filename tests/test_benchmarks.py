@@ -166,3 +166,27 @@ def test_statistics_smoke(capsys, monkeypatch):
   out = capsys.readouterr().out
   assert "| moments |" in out and "| gradient_statistics |" in out
   assert all(t > 0 for row in rows.values() for t in row.values())
+
+
+def test_relaxed_top_k_benchmark_smoke(capsys, monkeypatch, tmp_path):
+  bench = _bench(monkeypatch, "relaxed_top_k")
+  out_json = tmp_path / "rows.json"
+  rows = bench.main(["--cases", "8x12:3", "--repeats", "1", "--min-time", "0",
+                     "--json", str(out_json)])
+  out = capsys.readouterr().out
+  assert out.startswith("device: ") and "| (8, 12) | 3 |" in out
+  (row,) = rows
+  assert all(row[f"{c}_s"] > 0 for c in bench.COLUMNS)
+  assert abs(row["ratio"] - row["gumbax_s"] / min(row["hand_scan_s"], row["hand_loop_s"])) < 1e-12
+  assert out_json.exists()
+  # The hand-written relaxation is the same computation as gumbax's (away from the
+  # hard limit, where its log(max(1 - p, tiny)) saturates), so the timing compares
+  # like with like.
+  import jax
+  import numpy as np
+  key, logits = jax.random.key(0), jax.random.normal(jax.random.key(1), (8, 12))
+  want = np.asarray(bench.gumbax_fn(3)(key, logits))
+  for make in (bench.hand_scan_fn, bench.hand_loop_fn):
+    np.testing.assert_allclose(np.asarray(make(3)(key, logits)), want, rtol=1e-5, atol=1e-5)
+  with pytest.raises(SystemExit):
+    bench.main(["--cases", "8x12:13"])
