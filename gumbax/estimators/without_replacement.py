@@ -1,0 +1,370 @@
+"""Estimators that sample without replacement: the unordered set estimator and
+sum-and-sample (Rao-Blackwellization over the most probable categories).
+
+Both see one categorical variable per example (a Bernoulli one is two categories)
+and evaluate ``f`` at distinct categories only, in one vmapped call. Both are
+unbiased, for the logits and for the parameters ``f`` closes over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gumbax import _checks
+from gumbax._checks import check_int
+from gumbax.estimators._base import Estimator, register, score_term
+from gumbax.gumbel import gumbel
+from gumbax.gumbel import gumbel_top_k
+
+__all__ = ["SumAndSample", "UnorderedSet"]
+
+# The largest sample size for which the unordered-set probabilities are computed by
+# the exact subset recursion (2^k terms per example).
+MAX_EXACT = 16
+
+
+class _OneVariable(Estimator):
+  """One categorical variable per example (Bernoulli: the two categories 0, 1)."""
+
+  def _space(self, logits, f) -> tuple[int, jax.Array]:
+    """``f``'s output rank and the logits as ``batch + (K,)`` categorical logits
+    (compute dtype, differentiable); ``ValueError`` for more than one variable."""
+    ndim = self.out_ndim(f, jnp.zeros(logits.shape, logits.dtype))
+    event = logits.shape[ndim:-1] if self.categorical else logits.shape[ndim:]
+    if math.prod(event) != 1:
+      raise ValueError(
+          f"Estimator {self.name!r} supports one variable per example (event size 1); "
+          f"got logits of shape {tuple(logits.shape)} with event shape {tuple(event)} "
+          f"after the batch shape {tuple(logits.shape[:ndim])} of f's output. For many "
+          "independent variables use 'indecater' or 'rloo'.")
+    batch = logits.shape[:ndim]
+    l = logits.astype(_checks.compute_dtype(logits.dtype))
+    if self.categorical:
+      return ndim, l.reshape(batch + (logits.shape[-1],))
+    l = l.reshape(batch)
+    return ndim, jnp.stack([jnp.zeros_like(l), l], axis=-1)
+
+  def _evaluate(self, f, index, logits) -> jax.Array:
+    """``f`` at the categories ``index`` (``batch + (n,)``), one vmapped call;
+    returns ``batch + (n,)`` (with ``f``'s gradient)."""
+    index = jnp.moveaxis(index, -1, 0)
+    n = index.shape[0]
+    if self.categorical:
+      b = jax.nn.one_hot(index, logits.shape[-1], dtype=logits.dtype)
+    else:
+      b = index.astype(logits.dtype)
+    fb = jax.vmap(f)(b.reshape((n,) + logits.shape))
+    return jnp.moveaxis(fb, 0, -1)
+
+
+# -- probabilities of unordered samples ---------------------------------------
+
+
+def _log1m_exp_neg(z):
+  """``log(1 - exp(-exp(z)))``, finite for every finite ``z`` (no gradient needed)."""
+  x = jnp.exp(z)
+  small = z < -3.0
+  series = z - x / 2 + x * x / 24                 # log(x) + log((1 - e^-x) / x)
+  xs = jnp.where(small, 1.0, x)
+  large = jnp.where(xs > math.log(2.0), jnp.log1p(-jnp.exp(-xs)), jnp.log(-jnp.expm1(-xs)))
+  return jnp.where(small, series, large)
+
+
+@functools.lru_cache(maxsize=None)
+def _subsets(k: int):
+  """Per size c = 1..k: (subset bitmasks, their members, the subsets without each)."""
+  masks = np.arange(2 ** k)
+  bits = (masks[:, None] >> np.arange(k)[None, :]) & 1
+  tables = []
+  for c in range(1, k + 1):
+    chosen = masks[bits.sum(1) == c]
+    members = np.stack([np.flatnonzero(bits[m]) for m in chosen])
+    tables.append((chosen, members, chosen[:, None] ^ (1 << members)))
+  return tables
+
+
+def _leave_out(k: int) -> tuple[np.ndarray, np.ndarray]:
+  """Bitmasks of ``S - {s}`` (k,) and ``S - {s, t}`` (k, k; ``S - {s}`` on the diagonal)."""
+  full = 2 ** k - 1
+  one = full & ~(1 << np.arange(k))
+  return one, one[:, None] & one[None, :]
+
+
+def _exact_set_log_probs(log_p, log_rest):
+  """``log p^{D-A}(S - A)`` for ``A`` = {}, {s}, {s, t} by the subset recursion.
+
+  With ``r = p(D - S)`` and ``Q(T) = p^{D-(S-T)}(T)`` (``T`` drawn without replacement
+  from the domain without ``S - T``, in any order), the first draw of ``T`` is ``x``
+  with probability ``p_x / (r + p(T))``, so ``Q(T) = sum_{x in T} p_x Q(T - x) /
+  (r + p(T))``, ``Q({}) = 1``: the sum over the ``|T|!`` orderings of their
+  Plackett-Luce probabilities, grouped by suffix. All in log space.
+  """
+  k = log_p.shape[-1]
+  log_q = jnp.full((2 ** k,), -jnp.inf, log_p.dtype).at[0].set(0.0)
+  for chosen, members, without in _subsets(k):
+    lp = log_p[members]
+    num = jax.nn.logsumexp(lp + log_q[without], axis=-1)
+    den = jnp.logaddexp(log_rest, jax.nn.logsumexp(lp, axis=-1))
+    log_q = log_q.at[chosen].set(num - den)
+  one, two = _leave_out(k)
+  return log_q[2 ** k - 1], log_q[one], log_q[two]
+
+
+def _integrated_set_log_probs(log_p, log_rest, num_points):
+  """The same as :func:`_exact_set_log_probs`, by numerical integration.
+
+  ``p^{D-A}(S - A) = int_0^inf r e^{-r t} prod_{x in S-A} (1 - e^{-p_x t}) dt`` (an
+  exponential race: the set's last arrival precedes the rest's first), Kool et al.'s
+  ``int_0^1 prod (1 - u^{p_x / r}) du`` with ``u = e^{-r t}``. With ``t = e^y`` the
+  integrand is log-concave in ``y`` and decays at least like ``e^{0.63 (y + log r)}``
+  below ``y = -log r - 1`` and double-exponentially above ``-log r + log(k + 1)``,
+  so ``num_points`` equally spaced nodes on ``[-log r - 40, -log r + log(k + 1) + 5]``
+  (the trapezoidal rule, exponentially accurate for such smooth integrands) cover it.
+  ``r = 0`` (``S`` is all of the support) gives probability 1 for every set.
+  """
+  k = log_p.shape[-1]
+  empty = log_rest == -jnp.inf
+  lr = jnp.where(empty, 0.0, log_rest)
+  lo, hi = -lr - 40.0, -lr + math.log(k + 1) + 5.0
+  y = lo + (hi - lo) * jnp.linspace(0.0, 1.0, num_points, dtype=log_p.dtype)
+  log_h = jnp.log((hi - lo) / (num_points - 1))
+  base = lr + y - jnp.exp(lr + y)                                  # (n,)
+  terms = _log1m_exp_neg(log_p[None, :] + y[:, None])              # (n, k)
+  keep = 1.0 - np.eye(k)
+  keep2 = (keep[:, None, :] * keep[None, :, :]).astype(np.float32)  # x not in {s, t}
+  left = jnp.einsum("nx,stx->nst", terms, jnp.asarray(keep2, log_p.dtype),
+                    precision=jax.lax.Precision.HIGHEST)
+  log_two = log_h + jax.nn.logsumexp(base[:, None, None] + left, axis=0)
+  log_all = log_h + jax.nn.logsumexp(base + jnp.sum(terms, axis=-1), axis=0)
+  log_one = jnp.diagonal(log_two)
+  zero = lambda v: jnp.where(empty, 0.0, v)
+  return zero(log_all), zero(log_one), zero(log_two)
+
+
+def _set_log_probs(log_p, index, *, exact: bool, num_points: int = 128):
+  """Log-probabilities of an unordered sample and of its leave-one/two-out subsets.
+
+  For one row: ``log_p`` (K,) normalized log-probabilities, ``index`` (k,) distinct
+  categories forming ``S``. Returns ``(log p(S), log p^{D-s}(S - s) (k,),
+  log p^{D-{s,t}}(S - {s,t}) (k, k))`` (the diagonal of the last is the middle one).
+  ``exact``: the subset recursion; else numerical integration.
+  """
+  in_s = jnp.zeros(log_p.shape, bool).at[index].set(True)
+  log_rest = jax.nn.logsumexp(jnp.where(in_s, -jnp.inf, log_p))
+  log_ps = log_p[index]
+  if exact:
+    return _exact_set_log_probs(log_ps, log_rest)
+  return _integrated_set_log_probs(log_ps, log_rest, num_points)
+
+
+def _check_k(value, name, num_classes, what):
+  if value > num_classes:
+    raise ValueError(
+        f"`{name}`={value} must not exceed the number of {what}; got K={num_classes} "
+        "categories per example.")
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class UnorderedSet(_OneVariable):
+  """The unordered set estimator: ``k`` samples without replacement, with its baseline.
+
+  Draws ``S``, ``k`` distinct categories, by Gumbel-top-k and uses
+  ``g = sum_{s in S} p(s) R(S, s) grad log p(s) (f(s) - B(S, s))`` with
+  ``R(S, s) = p^{D-s}(S - s) / p(S)`` (so ``p(s) R(S, s)`` is the probability that
+  ``s`` was drawn first given the unordered set) and the built-in baseline
+  ``B(S, s) = sum_{s' in S} p(s') R^{D-s}(S, s') f(s')``, the unordered set
+  estimate of ``E[f]`` from the other samples given ``s`` came first
+  (``R^{D-s}(S, s') = p^{D-{s,s'}}(S - {s,s'}) / p^{D-s}(S - s)``, and 1 for
+  ``s' = s``). ``p^{D-A}(T)`` is the probability of drawing the set ``T`` (in any
+  order) without replacement from the categories other than ``A``. With
+  ``baseline=False``, ``B = 0``. The parameters ``f`` closes over get
+  ``sum_s p(s) R(S, s) grad f(s)``.
+
+  Unbiased; ``num_samples`` evaluations of ``f`` (distinct categories, one vmapped
+  call). The surrogate's forward value is ``sum_s p(s) R(S, s) f(s)``, the unordered
+  set estimate of ``E[f]`` (unbiased; it is ``E[f]`` itself when ``k = K``).
+  Categorical and Bernoulli (two categories, so ``k = 2`` and the estimate is
+  exact).
+
+  ``p(S)`` and the ratios are computed in log space: for ``k <= exact_max`` exactly
+  (the sum over the ``k!`` orderings of their Plackett-Luce probabilities,
+  organized as a recursion over the ``2^k`` subsets of ``S``), otherwise by
+  numerical integration of ``p(S) = int_0^1 prod_{s in S} (1 - u^{p(s)/p(D-S)}) du``
+  with ``num_points`` fixed quadrature nodes (on a logarithmic scale of
+  ``t = -log(u) / p(D-S)``; accurate to float32 rounding for the default 128).
+
+  Limits: one variable per example (logits ``batch + (K,)`` or ``batch + (1, K)``,
+  Bernoulli ``batch`` or ``batch + (1,)``, with ``f`` returning ``batch``); the joint
+  space of several variables (stochastic beam search) is not implemented and such
+  logits raise ``ValueError`` (use ``indecater`` or ``rloo``). ``k`` must not exceed
+  ``K``, nor the number of unmasked (finite-logit) categories of any row: concrete
+  logits that break the latter are refused (as by :func:`gumbax.gumbel_top_k`);
+  traced ones give undefined (non-finite) results.
+
+  Attributes:
+    num_samples: k, the sample size: >= 2 with the baseline, >= 1 without.
+    baseline: use the built-in baseline (default True).
+    exact_max: the largest ``k`` computed exactly (at most 16); larger ``k`` use
+      numerical integration.
+    num_points: quadrature nodes of the numerical integration (>= 16).
+
+  Example:
+    >>> est = gumbax.estimators.get("unordered_set", num_samples=3)
+    >>> logits = jnp.log(jnp.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]]))
+    >>> f = lambda b: b @ jnp.array([1.0, 2.0, 3.0, 4.0])
+    >>> est(jax.random.key(0), logits, f).shape
+    (2,)
+    >>> jax.grad(lambda l: est(jax.random.key(0), l, f).sum())(logits).shape
+    (2, 4)
+
+  References:
+    Kool, van Hoof, Welling, Estimating Gradients for Discrete Random Variables by
+    Sampling without Replacement, 2020 (arXiv 2002.06043); Kool, van Hoof, Welling,
+    Stochastic Beams and Where to Find Them: The Gumbel-Top-k Trick for Sampling
+    Sequences Without Replacement, 2019 (arXiv 1903.06059).
+  """
+
+  name = "unordered_set"
+  uses_temperature = False
+  unbiased = True
+  evaluations = "num_samples"
+  reference = "Kool et al. 2020"
+  num_samples: int = 2
+  baseline: bool = True
+  exact_max: int = 6
+  num_points: int = 128
+
+  def __post_init__(self):
+    super().__post_init__()
+    if not isinstance(self.baseline, bool):
+      raise TypeError(f"`baseline` must be a bool; got {self.baseline!r}.")
+    minimum = 2 if self.baseline else 1
+    if check_int(self.num_samples, "num_samples", 1) < minimum:
+      raise ValueError(
+          f"`num_samples` must be an int >= 2 with the built-in baseline (it is built "
+          f"from the other samples); got {self.num_samples!r}. Pass baseline=False "
+          "for k = 1.")
+    if check_int(self.exact_max, "exact_max", 1) > MAX_EXACT:
+      raise ValueError(
+          f"`exact_max` must be at most {MAX_EXACT} (the exact computation has 2^k "
+          f"terms); got {self.exact_max!r}.")
+    check_int(self.num_points, "num_points", 16)
+
+  def surrogate(self, key, logits, f, cv):
+    del cv
+    _, lc = self._space(logits, f)
+    k = self.num_samples
+    _check_k(k, "num_samples", lc.shape[-1], "categories")
+    index = gumbel_top_k(key, lc, k)                                  # batch + (k,)
+    log_p = jax.nn.log_softmax(lc, axis=-1)
+    log_ps = jnp.take_along_axis(log_p, index, axis=-1)
+    fb = self._evaluate(f, index, logits)                             # batch + (k,)
+    stats = jax.lax.stop_gradient(log_p)
+    rows = functools.partial(_set_log_probs, exact=k <= self.exact_max,
+                             num_points=self.num_points)
+    batch = index.shape[:-1]
+    log_all, log_one, log_two = jax.vmap(rows)(stats.reshape(-1, lc.shape[-1]),
+                                               index.reshape(-1, k))
+    log_r1 = (log_one - log_all[:, None]).reshape(batch + (k,))
+    log_r2 = (log_two - log_one[:, :, None]).reshape(batch + (k, k))
+    lp = jax.lax.stop_gradient(log_ps)
+    weight = jnp.exp(lp + log_r1)                    # P(s drawn first | S)
+    fc = jax.lax.stop_gradient(fb).astype(weight.dtype)
+    signal = fc
+    if self.baseline:
+      signal = fc - jnp.sum(jnp.exp(lp[..., None, :] + log_r2) * fc[..., None, :], axis=-1)
+    value = jnp.sum(weight.astype(fb.dtype) * fb, axis=-1)
+    return value + jnp.sum(score_term(weight * signal, log_ps), axis=-1).astype(fb.dtype)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class SumAndSample(_OneVariable):
+  """Sum-and-sample: exact sum over the most probable categories plus one sample.
+
+  With ``C`` the ``num_summed`` most probable categories and ``z`` one sample from
+  the distribution restricted to the others (Gumbel-max with ``C`` masked),
+  ``g = sum_{c in C} p(c) g(c) + (1 - p(C)) g(z)`` where ``g(b) = f(b) grad log p(b)
+  + grad f(b)`` is the single-sample REINFORCE estimator (no baseline) together with
+  the pathwise gradient of ``f``: Liu et al.'s Rao-Blackwellization of it over
+  ``C``. The surrogate's forward value is ``sum_{c in C} p(c) f(c) + (1 - p(C))
+  f(z)``, an unbiased estimate of ``E[f]``. ``num_summed = 0`` is plain REINFORCE.
+
+  Unbiased (for the logits and for the parameters ``f`` closes over); ``num_summed +
+  1`` evaluations of ``f`` (one vmapped call). Categorical and Bernoulli (two
+  categories: ``num_summed = 1`` gives the exact gradient).
+
+  A related variant is Kool et al.'s stochastic sum-and-sample estimator, which
+  sums over the first ``k - 1`` of ``k`` samples drawn without replacement (a
+  random set rather than the most probable one) and weights the last sample by
+  the remaining mass; it is not implemented here.
+
+  Limits: one variable per example, as for
+  :class:`~gumbax.estimators.UnorderedSet` (``ValueError`` otherwise; use
+  ``indecater`` or ``rloo`` for many variables); ``num_summed`` must be smaller than
+  ``K``. If the categories outside ``C`` all have ``-inf`` logits, their weight
+  ``1 - p(C)`` is 0 and the sampled term vanishes.
+
+  Attributes:
+    num_summed: m, the number of most probable categories summed exactly (>= 0).
+
+  Example:
+    >>> est = gumbax.estimators.get("sum_and_sample", num_summed=2)
+    >>> logits = jnp.log(jnp.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]]))
+    >>> f = lambda b: b @ jnp.array([1.0, 2.0, 3.0, 4.0])
+    >>> est(jax.random.key(0), logits, f).shape
+    (2,)
+    >>> jax.grad(lambda l: est(jax.random.key(0), l, f).sum())(logits).shape
+    (2, 4)
+
+  References:
+    Liu, Regier, Tripuraneni, Jordan, McAuliffe, Rao-Blackwellized Stochastic
+    Gradients for Discrete Distributions, 2019 (arXiv 1810.04777); Kool, van Hoof,
+    Welling, Estimating Gradients for Discrete Random Variables by Sampling without
+    Replacement, 2020 (arXiv 2002.06043), for the stochastic variant.
+  """
+
+  name = "sum_and_sample"
+  uses_temperature = False
+  unbiased = True
+  evaluations = "num_summed + 1"
+  reference = "Liu et al. 2019"
+  num_summed: int = 1
+
+  def __post_init__(self):
+    super().__post_init__()
+    check_int(self.num_summed, "num_summed", 0)
+
+  def surrogate(self, key, logits, f, cv):
+    del cv
+    _, lc = self._space(logits, f)
+    m, num_classes = self.num_summed, lc.shape[-1]
+    if m >= num_classes:
+      raise ValueError(
+          f"`num_summed`={m} must be smaller than the number of categories, K="
+          f"{num_classes}, to leave categories to sample from (num_summed = K - 1 "
+          "already gives the exact gradient).")
+    log_p = jax.nn.log_softmax(lc, axis=-1)
+    stats = jax.lax.stop_gradient(log_p)
+    top = jax.lax.top_k(stats, m)[1] if m else jnp.zeros(stats.shape[:-1] + (0,), jnp.int32)
+    summed = jnp.sum(jax.nn.one_hot(top, num_classes, dtype=jnp.int32), axis=-2) > 0
+    scores = jnp.where(summed, -jnp.inf, stats + gumbel(key, stats.shape, stats.dtype))
+    drawn = jnp.argmax(scores, axis=-1).astype(jnp.int32)
+    if m:  # the rest all masked (-inf): any summed category, with weight 0 below
+      drawn = jnp.where(jnp.max(scores, axis=-1) > -jnp.inf, drawn, top[..., 0])
+    index = jnp.concatenate([top, drawn[..., None]], axis=-1)         # batch + (m + 1,)
+    log_pi = jnp.take_along_axis(log_p, index, axis=-1)
+    log_rest = jax.nn.logsumexp(jnp.where(summed, -jnp.inf, stats), axis=-1)
+    weight = jnp.exp(jnp.concatenate(
+        [jax.lax.stop_gradient(log_pi[..., :m]), log_rest[..., None]], axis=-1))
+    fb = self._evaluate(f, index, logits)
+    fc = jax.lax.stop_gradient(fb).astype(weight.dtype)
+    value = jnp.sum(weight.astype(fb.dtype) * fb, axis=-1)
+    return value + jnp.sum(score_term(weight * fc, log_pi), axis=-1).astype(fb.dtype)
