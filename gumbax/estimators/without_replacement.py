@@ -361,9 +361,12 @@ class SumAndSample(_OneVariable):
       drawn = jnp.where(jnp.max(scores, axis=-1) > -jnp.inf, drawn, top[..., 0])
     index = jnp.concatenate([top, drawn[..., None]], axis=-1)         # batch + (m + 1,)
     log_pi = jnp.take_along_axis(log_p, index, axis=-1)
+    # A masked (-inf) category among the summed ones (num_summed above a row's
+    # unmasked count) has weight 0; a finite log p keeps its zero term NaN-free.
+    log_pi = jnp.where(jnp.take_along_axis(stats, index, axis=-1) > -jnp.inf, log_pi, 0.0)
     log_rest = jax.nn.logsumexp(jnp.where(summed, -jnp.inf, stats), axis=-1)
-    weight = jnp.exp(jnp.concatenate(
-        [jax.lax.stop_gradient(log_pi[..., :m]), log_rest[..., None]], axis=-1))
+    log_summed = jnp.take_along_axis(stats, top, axis=-1)
+    weight = jnp.exp(jnp.concatenate([log_summed, log_rest[..., None]], axis=-1))
     fb = self._evaluate(f, index, logits)
     fc = jax.lax.stop_gradient(fb).astype(weight.dtype)
     value = jnp.sum(weight.astype(fb.dtype) * fb, axis=-1)
