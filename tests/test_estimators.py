@@ -29,10 +29,6 @@ UNBIASED = {
 }
 
 
-# Estimators of one variable per example (logits batch + (K,) or batch + (1, K)).
-ONE_VARIABLE = ("sum_and_sample", "unordered_set")
-
-
 def make(name, distribution):
   base = name.split("_")[0] if name.startswith(("reinforce", "muprop")) else name
   return estimators.get(base, distribution=distribution, **UNBIASED.get(name, {}))
@@ -403,10 +399,8 @@ def test_value_and_grads_trains_model_and_control_variate():
 @pytest.mark.parametrize("name", estimators.names())
 def test_every_estimator_under_jit_and_vmap_without_retracing(name):
   distribution = "bernoulli" if name in ("arm", "disarm") else "categorical"
-  problem = "bern_N3_mlp" if distribution == "bernoulli" else "cat_K3_N3_mlp"
-  if name in ONE_VARIABLE:   # one variable per example: event size 1
-    problem = "cat_K5_N1_quadratic"
-  _, logits, params, f = make_problem(problem)
+  _, logits, params, f = make_problem("bern_N3_mlp" if distribution == "bernoulli"
+                                      else "cat_K3_N3_mlp")
   extra = {"num_samples": 3} if name == "gumbel_rao" else {}
   est = estimators.get(name, distribution=distribution, **extra)
   cv = est.init(jax.random.key(0), logits)
@@ -524,8 +518,8 @@ def test_estimator_statistics_with_exact_reference():
 PATHWISE = ("gumbel_rao", "reinmax", "relaxed", "straight_through", "straight_through_gumbel")
 
 
-def _temperature_problem(distribution, n=3):
-  shape = (2, n, 4) if distribution == "categorical" else (2, n)
+def _temperature_problem(distribution):
+  shape = (2, 3, 4) if distribution == "categorical" else (2, 3)
   logits = jax.random.normal(jax.random.key(7), shape)
   w = jax.random.normal(jax.random.key(8), shape)
   axes = (-2, -1) if distribution == "categorical" else (-1,)
@@ -595,7 +589,7 @@ def test_call_time_temperature_is_the_field_bit_for_bit(name, distribution):
                                   if not estimators.get(n).uses_temperature])
 def test_estimators_without_a_sampling_temperature_refuse_one(name):
   distribution = "bernoulli" if name in ("arm", "disarm") else "categorical"
-  logits, _, f = _temperature_problem(distribution, 1 if name in ONE_VARIABLE else 3)
+  logits, _, f = _temperature_problem(distribution)
   est = estimators.get(name, distribution=distribution)
   assert not any(fl.name == "temperature" for fl in __import__("dataclasses").fields(est))
   key = jax.random.key(5)

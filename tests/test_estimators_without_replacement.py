@@ -14,7 +14,7 @@ from scipy import stats
 
 from _tolerance import assert_f32_close
 from gumbax import estimators
-from gumbax.estimators.without_replacement import _set_log_probs
+from gumbax.estimators.without_replacement import _beam_search, _set_log_probs
 from test_estimators import ALPHA, assert_mean_matches, gradient_fn
 
 
@@ -77,6 +77,15 @@ CASES = [
                  marks=slow),
     pytest.param("sum_and_sample", {"num_summed": 0}, ("categorical", (2, 3), "mlp"), marks=slow),
     ("sum_and_sample", {"num_summed": 1}, ("bernoulli", (2,), "mlp")),
+    # Several variables per example: the joint space (stochastic beam search).
+    ("unordered_set", {"num_samples": 3}, ("categorical", (2, 3, 3), "mlp")),
+    pytest.param("unordered_set", {"num_samples": 5, "exact_max": 3}, ("bernoulli", (2, 3), "mlp"),
+                 marks=slow),
+    pytest.param("unordered_set", {"num_samples": 2}, ("categorical", (2, 2, 3), "quadratic"),
+                 marks=slow),
+    ("sum_and_sample", {"num_summed": 2, "baseline": True}, ("bernoulli", (2, 3), "mlp")),
+    pytest.param("sum_and_sample", {"num_summed": 3}, ("categorical", (2, 3, 3), "linear"),
+                 marks=slow),
 ]
 
 
@@ -230,11 +239,10 @@ def _f(b):
     (lambda: estimators.get("sum_and_sample", num_summed=0, baseline=True), ValueError,
      ["baseline", "num_summed", ">= 1", "0"]),
     (lambda: estimators.get("sum_and_sample", baseline=1), TypeError, ["baseline", "bool"]),
-    (lambda: estimators.get("sum_and_sample")(jax.random.key(0), jnp.zeros((2, 3, 4)), _f),
-     ValueError, ["one variable per example", "(3,)", "indecater", "rloo"]),
-    (lambda: estimators.get("unordered_set", distribution="bernoulli")(
-        jax.random.key(0), jnp.zeros((2, 3)), _f),
-     ValueError, ["one variable per example", "(3,)", "indecater", "rloo"]),
+    (lambda: estimators.get("sum_and_sample", num_summed=9)(
+        jax.random.key(0), jnp.zeros((2, 2, 3)), _f), ValueError, ["num_summed", "9", "K^N=3^2"]),
+    (lambda: estimators.get("unordered_set", distribution="bernoulli", num_samples=9)(
+        jax.random.key(0), jnp.zeros((2, 3)), _f), ValueError, ["num_samples", "9", "K^N=2^3"]),
     (lambda: estimators.get("unordered_set", num_samples=3)(
         jax.random.key(0), jnp.array([0.0, -jnp.inf, 1.0, -jnp.inf]), lambda b: jnp.sum(b)),
      ValueError, ["k", "3"]),
@@ -297,3 +305,31 @@ def test_variance_below_rloo_with_the_same_number_of_evaluations():
     z = (rloo.mean() - errors.mean()) / se
     print(est.name, errors.mean(), "rloo", rloo.mean(), "z", z)
     assert z > threshold, (est, errors.mean(), rloo.mean(), z)
+
+
+def test_stochastic_beam_search_is_gumbel_top_k_of_the_joint():
+  """The unordered sets drawn by stochastic beam search (N = 2 variables, K = 3, so 9
+  configurations, k = 2: 36 sets) have the probabilities p(S) of drawing them without
+  replacement from the joint distribution: a chi-square test at ALPHA over 20,000
+  draws. The beam search without a key returns the most probable configurations."""
+  log_p = jax.nn.log_softmax(jnp.array([[0.5, -0.3, 1.0], [0.2, 0.9, -1.2]]))
+  joint = np.exp(np.asarray(log_p[0][:, None] + log_p[1][None, :], np.float64)).ravel()
+  joint /= joint.sum()
+  sets = list(itertools.combinations(range(9), 2))
+  want = np.array([_brute_log_prob(joint, s_, ()) for s_ in sets])
+  want = np.exp(want)
+  np.testing.assert_allclose(want.sum(), 1.0, rtol=1e-9)
+  n = 20_000
+  draws = jax.jit(jax.vmap(lambda key: _beam_search(log_p, 2, key)))(
+      jax.random.split(jax.random.key(0), n))
+  flat = np.asarray(draws[..., 0] * 3 + draws[..., 1])           # (n, 2) joint indices
+  assert np.all(flat[:, 0] != flat[:, 1])
+  lookup = {s_: i for i, s_ in enumerate(sets)}
+  counts = np.bincount([lookup[tuple(sorted(r))] for r in flat.tolist()], minlength=len(sets))
+  chi2 = np.sum((counts - n * want) ** 2 / (n * want))
+  assert chi2 < stats.chi2.isf(ALPHA, len(sets) - 1), chi2
+  # The first draw is a sample of the joint distribution itself.
+  first = np.bincount(flat[:, 0], minlength=9)
+  assert np.sum((first - n * joint) ** 2 / (n * joint)) < stats.chi2.isf(ALPHA, 8)
+  top = np.asarray(_beam_search(log_p, 4))
+  np.testing.assert_array_equal(top[:, 0] * 3 + top[:, 1], np.argsort(-joint)[:4])

@@ -29,38 +29,94 @@ __all__ = ["SumAndSample", "UnorderedSet"]
 MAX_EXACT = 16
 
 
-class _OneVariable(Estimator):
-  """One categorical variable per example (Bernoulli: the two categories 0, 1)."""
+class _WithoutReplacement(Estimator):
+  """Shared: the sample space of one example is its ``N`` variables' joint
+  configurations (``K^N``; Bernoulli: ``K = 2``)."""
 
-  def _space(self, logits, f) -> tuple[int, jax.Array]:
-    """``f``'s output rank and the logits as ``batch + (K,)`` categorical logits
-    (compute dtype, differentiable); ``ValueError`` for more than one variable."""
+  def _space(self, logits, f) -> jax.Array:
+    """The logits as ``batch + (N, K)`` categorical logits (compute dtype,
+    differentiable), with ``batch`` the shape of ``f``'s output."""
     ndim = self.out_ndim(f, jnp.zeros(logits.shape, logits.dtype))
     event = logits.shape[ndim:-1] if self.categorical else logits.shape[ndim:]
-    if math.prod(event) != 1:
-      raise ValueError(
-          f"Estimator {self.name!r} supports one variable per example (event size 1); "
-          f"got logits of shape {tuple(logits.shape)} with event shape {tuple(event)} "
-          f"after the batch shape {tuple(logits.shape[:ndim])} of f's output. For many "
-          "independent variables use 'indecater' or 'rloo'.")
-    batch = logits.shape[:ndim]
+    shape = logits.shape[:ndim] + (math.prod(event),)
     l = logits.astype(_checks.compute_dtype(logits.dtype))
     if self.categorical:
-      return ndim, l.reshape(batch + (logits.shape[-1],))
-    l = l.reshape(batch)
-    return ndim, jnp.stack([jnp.zeros_like(l), l], axis=-1)
+      return l.reshape(shape + (logits.shape[-1],))
+    l = l.reshape(shape)
+    return jnp.stack([jnp.zeros_like(l), l], axis=-1)
 
-  def _evaluate(self, f, index, logits) -> jax.Array:
-    """``f`` at the categories ``index`` (``batch + (n,)``), one vmapped call;
+  def _evaluate(self, f, configs, logits) -> jax.Array:
+    """``f`` at the configurations ``configs`` (``batch + (n, N)``), one vmapped call;
     returns ``batch + (n,)`` (with ``f``'s gradient)."""
-    index = jnp.moveaxis(index, -1, 0)
-    n = index.shape[0]
+    configs = jnp.moveaxis(configs, -2, 0)
+    n = configs.shape[0]
     if self.categorical:
-      b = jax.nn.one_hot(index, logits.shape[-1], dtype=logits.dtype)
+      b = jax.nn.one_hot(configs, logits.shape[-1], dtype=logits.dtype)
     else:
-      b = index.astype(logits.dtype)
+      b = configs.astype(logits.dtype)
     fb = jax.vmap(f)(b.reshape((n,) + logits.shape))
     return jnp.moveaxis(fb, 0, -1)
+
+
+def _log_prob(log_p, configs):
+  """``log p`` of configurations ``batch + (n, N)`` under ``batch + (N, K)`` log-probs."""
+  hit = jax.nn.one_hot(configs, log_p.shape[-1], dtype=bool)
+  return jnp.sum(jnp.where(hit, log_p[..., None, :, :], 0.0), axis=(-2, -1))
+
+
+def _log1m(x):
+  """``log(1 - exp(x))`` for ``x <= 0`` (larger ``x``, rounding, is read as 0)."""
+  x = jnp.minimum(x, 0.0)
+  xs = jnp.where(x > -math.log(2.0), x, -1.0)
+  xl = jnp.where(x > -math.log(2.0), -1.0, x)
+  return jnp.where(x > -math.log(2.0), jnp.log(-jnp.expm1(xs)), jnp.log1p(-jnp.exp(xl)))
+
+
+def _shift_maximum(g, top):
+  """Gumbels ``g`` (..., K) shifted to have maximum ``top`` (..., 1), in the stable
+  form ``top - log(exp(-top) - exp(-max g) + exp(-g))`` of Kool et al. 2019."""
+  z = jnp.max(g, axis=-1, keepdims=True)
+  u = top - g + jnp.log1p(-jnp.exp(g - z))
+  return top - jax.nn.relu(u) - jnp.log1p(jnp.exp(-jnp.abs(u)))
+
+
+def _beam_search(log_p, width, key=None):
+  """The ``width`` best joint configurations of independent variables, best first.
+
+  ``log_p`` (N, K) for one example. Without ``key``: the most probable ones (a beam
+  search of this width is exact for independent variables: a configuration's
+  prefix is among the ``width`` most probable prefixes, or ``width`` others beat
+  it with the same suffix). With ``key``: stochastic beam search, whose result is
+  the Gumbel-top-k sample of the joint distribution (each child's Gumbel is
+  conditioned on its parent's as the maximum). Returns int32 (width, N).
+  """
+  num_vars, num_classes = log_p.shape
+  keys = None if key is None else jax.random.split(key, num_vars)
+  phi = jnp.zeros((1,), log_p.dtype)
+  score = jnp.zeros((1,), log_p.dtype)
+  configs = jnp.zeros((1, 0), jnp.int32)
+  for n in range(num_vars):
+    child_phi = phi[:, None] + log_p[n][None, :]                     # (beams, K)
+    child = child_phi
+    if keys is not None:
+      g = child_phi + gumbel(keys[n], child_phi.shape, child_phi.dtype)
+      child = _shift_maximum(g, score[:, None])
+    keep = min(width, child.size)
+    score, flat = jax.lax.top_k(child.reshape(-1), keep)
+    parent, category = flat // num_classes, (flat % num_classes).astype(jnp.int32)
+    phi = child_phi.reshape(-1)[flat]
+    configs = jnp.concatenate([configs[parent], category[:, None]], axis=1)
+  return configs
+
+
+def _rows(fn, *arrays, batch):
+  """``fn`` vmapped over the flattened ``batch`` dims of every array."""
+  out = jax.vmap(fn)(*[a.reshape((-1,) + a.shape[len(batch):]) for a in arrays])
+  return jax.tree_util.tree_map(lambda x: x.reshape(batch + x.shape[1:]), out)
+
+
+def _row_keys(key, batch):
+  return jax.random.split(key, math.prod(batch)).reshape(batch)
 
 
 # -- probabilities of unordered samples ---------------------------------------
@@ -163,16 +219,20 @@ def _set_log_probs(log_p, index, *, exact: bool, num_points: int = 128):
   return _integrated_set_log_probs(log_ps, log_rest, num_points)
 
 
-def _check_k(value, name, num_classes, what):
-  if value > num_classes:
+def _count(num_classes, num_vars):
+  return f"K={num_classes}" if num_vars == 1 else f"K^N={num_classes}^{num_vars}"
+
+
+def _check_k(k, name, num_classes, num_vars):
+  if k > float(num_classes) ** num_vars:
     raise ValueError(
-        f"`{name}`={value} must not exceed the number of {what}; got K={num_classes} "
-        "categories per example.")
+        f"`{name}`={k} must not exceed the number of configurations per example; got "
+        f"{_count(num_classes, num_vars)}.")
 
 
 @register
 @dataclasses.dataclass(frozen=True)
-class UnorderedSet(_OneVariable):
+class UnorderedSet(_WithoutReplacement):
   """The unordered set estimator: ``k`` samples without replacement, with its baseline.
 
   Draws ``S``, ``k`` distinct categories, by Gumbel-top-k and uses
@@ -259,22 +319,29 @@ class UnorderedSet(_OneVariable):
 
   def surrogate(self, key, logits, f, cv):
     del cv
-    _, lc = self._space(logits, f)
-    k = self.num_samples
-    _check_k(k, "num_samples", lc.shape[-1], "categories")
-    index = gumbel_top_k(key, lc, k)                                  # batch + (k,)
+    lc = self._space(logits, f)                                       # batch + (N, K)
+    k, batch, (num_vars, num_classes) = self.num_samples, lc.shape[:-2], lc.shape[-2:]
+    _check_k(k, "num_samples", num_classes, num_vars)
     log_p = jax.nn.log_softmax(lc, axis=-1)
-    log_ps = jnp.take_along_axis(log_p, index, axis=-1)
-    fb = self._evaluate(f, index, logits)                             # batch + (k,)
     stats = jax.lax.stop_gradient(log_p)
-    rows = functools.partial(_set_log_probs, exact=k <= self.exact_max,
-                             num_points=self.num_points)
-    batch = index.shape[:-1]
-    log_all, log_one, log_two = jax.vmap(rows)(stats.reshape(-1, lc.shape[-1]),
-                                               index.reshape(-1, k))
-    log_r1 = (log_one - log_all[:, None]).reshape(batch + (k,))
-    log_r2 = (log_two - log_one[:, :, None]).reshape(batch + (k, k))
+    if num_vars == 1:   # Gumbel-top-k; p(D - S) from the categories outside S
+      configs = gumbel_top_k(key, lc[..., 0, :], k)[..., None]        # batch + (k, 1)
+      in_s = jnp.sum(jax.nn.one_hot(configs[..., 0], num_classes, dtype=jnp.int32), -2) > 0
+      log_rest = jax.nn.logsumexp(jnp.where(in_s, -jnp.inf, stats[..., 0, :]), axis=-1)
+    else:               # stochastic beam search; p(D - S) = 1 - p(S's members)
+      configs = _rows(lambda l, r: _beam_search(l, k, r), stats, _row_keys(key, batch),
+                      batch=batch)
+    log_ps = _log_prob(log_p, configs)                                # batch + (k,)
     lp = jax.lax.stop_gradient(log_ps)
+    if num_vars > 1:
+      log_rest = _log1m(jax.nn.logsumexp(lp, axis=-1))
+    fb = self._evaluate(f, configs, logits)                           # batch + (k,)
+    exact = k <= self.exact_max
+    probs = lambda a, r: (_exact_set_log_probs(a, r) if exact
+                          else _integrated_set_log_probs(a, r, self.num_points))
+    log_all, log_one, log_two = _rows(probs, lp, log_rest, batch=batch)
+    log_r1 = log_one - log_all[..., None]
+    log_r2 = log_two - log_one[..., :, None]
     weight = jnp.exp(lp + log_r1)                    # P(s drawn first | S)
     fc = jax.lax.stop_gradient(fb).astype(weight.dtype)
     signal = fc
@@ -286,7 +353,7 @@ class UnorderedSet(_OneVariable):
 
 @register
 @dataclasses.dataclass(frozen=True)
-class SumAndSample(_OneVariable):
+class SumAndSample(_WithoutReplacement):
   """Sum-and-sample: exact sum over the most probable categories plus one sample.
 
   With ``C`` the ``num_summed`` most probable categories and ``z`` one sample from
@@ -360,30 +427,42 @@ class SumAndSample(_OneVariable):
 
   def surrogate(self, key, logits, f, cv):
     del cv
-    _, lc = self._space(logits, f)
-    m, num_classes = self.num_summed, lc.shape[-1]
-    if m >= num_classes:
+    lc = self._space(logits, f)                                       # batch + (N, K)
+    m, batch, (num_vars, num_classes) = self.num_summed, lc.shape[:-2], lc.shape[-2:]
+    if m >= float(num_classes) ** num_vars:
       raise ValueError(
-          f"`num_summed`={m} must be smaller than the number of categories, K="
-          f"{num_classes}, to leave categories to sample from (num_summed = K - 1 "
-          "already gives the exact gradient).")
+          f"`num_summed`={m} must be smaller than the number of configurations, "
+          f"{_count(num_classes, num_vars)}, to leave some to sample from (num_summed = "
+          "their number - 1 already gives the exact gradient).")
     log_p = jax.nn.log_softmax(lc, axis=-1)
     stats = jax.lax.stop_gradient(log_p)
-    top = jax.lax.top_k(stats, m)[1] if m else jnp.zeros(stats.shape[:-1] + (0,), jnp.int32)
-    summed = jnp.sum(jax.nn.one_hot(top, num_classes, dtype=jnp.int32), axis=-2) > 0
-    scores = jnp.where(summed, -jnp.inf, stats + gumbel(key, stats.shape, stats.dtype))
-    drawn = jnp.argmax(scores, axis=-1).astype(jnp.int32)
-    if m:  # the rest all masked (-inf): any summed category, with weight 0 below
-      drawn = jnp.where(jnp.max(scores, axis=-1) > -jnp.inf, drawn, top[..., 0])
-    index = jnp.concatenate([top, drawn[..., None]], axis=-1)         # batch + (m + 1,)
-    log_pi = jnp.take_along_axis(log_p, index, axis=-1)
-    # A masked (-inf) category among the summed ones (num_summed above a row's
+    if num_vars == 1:   # the top m categories; Gumbel-max with them masked
+      row = stats[..., 0, :]
+      top = jax.lax.top_k(row, m)[1] if m else jnp.zeros(batch + (0,), jnp.int32)
+      summed = jnp.sum(jax.nn.one_hot(top, num_classes, dtype=jnp.int32), axis=-2) > 0
+      scores = jnp.where(summed, -jnp.inf, row + gumbel(key, row.shape, row.dtype))
+      drawn = jnp.argmax(scores, axis=-1).astype(jnp.int32)
+      if m:  # the rest all masked (-inf): any summed category, with weight 0 below
+        drawn = jnp.where(jnp.max(scores, axis=-1) > -jnp.inf, drawn, top[..., 0])
+      configs = jnp.concatenate([top, drawn[..., None]], axis=-1)[..., None]
+      log_rest = jax.nn.logsumexp(jnp.where(summed, -jnp.inf, row), axis=-1)
+    else:   # the top m configurations; the best of a Gumbel-top-(m + 1) outside them
+      top = _rows(lambda l: _beam_search(l, m), stats, batch=batch)   # batch + (m, N)
+      sample = _rows(lambda l, r: _beam_search(l, m + 1, r), stats, _row_keys(key, batch),
+                     batch=batch)                                     # batch + (m + 1, N)
+      taken = jnp.any(jnp.all(sample[..., :, None, :] == top[..., None, :, :], -1), -1)
+      first = jnp.argmax(~taken, axis=-1)
+      drawn = jnp.take_along_axis(sample, first[..., None, None], axis=-2)
+      configs = jnp.concatenate([top, drawn], axis=-2)                # batch + (m + 1, N)
+    log_pi = _log_prob(log_p, configs)
+    lp = jax.lax.stop_gradient(log_pi)
+    if num_vars > 1:
+      log_rest = _log1m(jax.nn.logsumexp(lp[..., :m], axis=-1))
+    # A masked (-inf) configuration among the summed ones (num_summed above a row's
     # unmasked count) has weight 0; a finite log p keeps its zero term NaN-free.
-    log_pi = jnp.where(jnp.take_along_axis(stats, index, axis=-1) > -jnp.inf, log_pi, 0.0)
-    log_rest = jax.nn.logsumexp(jnp.where(summed, -jnp.inf, stats), axis=-1)
-    log_summed = jnp.take_along_axis(stats, top, axis=-1)
-    weight = jnp.exp(jnp.concatenate([log_summed, log_rest[..., None]], axis=-1))
-    fb = self._evaluate(f, index, logits)
+    log_pi = jnp.where(lp > -jnp.inf, log_pi, 0.0)
+    weight = jnp.exp(jnp.concatenate([lp[..., :m], log_rest[..., None]], axis=-1))
+    fb = self._evaluate(f, configs, logits)
     fc = jax.lax.stop_gradient(fb).astype(weight.dtype)
     signal = fc
     if self.baseline:
