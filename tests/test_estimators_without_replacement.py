@@ -57,7 +57,7 @@ CASES = [
                  marks=slow),
     pytest.param("unordered_set", {"num_samples": 2}, ("categorical", (2, 1, 5), "mlp"),
                  marks=slow),
-    ("unordered_set", {"num_samples": 3}, ("categorical", (3, 7), "mlp")),
+    pytest.param("unordered_set", {"num_samples": 3}, ("categorical", (3, 7), "mlp"), marks=slow),
     # k = 4 > exact_max = 2: the numerical-integration path.
     ("unordered_set", {"num_samples": 4, "exact_max": 2}, ("categorical", (3, 7), "mlp")),
     pytest.param("unordered_set", {"num_samples": 3, "baseline": False},
@@ -86,6 +86,9 @@ CASES = [
     ("sum_and_sample", {"num_summed": 2, "baseline": True}, ("bernoulli", (2, 3), "mlp")),
     pytest.param("sum_and_sample", {"num_summed": 3}, ("categorical", (2, 3, 3), "linear"),
                  marks=slow),
+    ("sum_and_sample", {"num_summed": 2, "stochastic": True}, ("categorical", (3, 7), "mlp")),
+    pytest.param("sum_and_sample", {"num_summed": 2, "stochastic": True, "baseline": True},
+                 ("categorical", (2, 2, 3), "mlp"), marks=slow),
 ]
 
 
@@ -196,7 +199,8 @@ def test_full_sets_give_the_exact_gradient():
 
 
 def test_masked_categories_are_never_drawn_and_gradients_stay_finite():
-  logits = jnp.array([[0.5, -jnp.inf, 1.0, 0.0, -jnp.inf], [-jnp.inf, 2.0, -jnp.inf, -jnp.inf, 1.0]])
+  inf = jnp.inf
+  logits = jnp.array([[0.5, -inf, 1.0, 0.0, -inf], [-inf, 2.0, -inf, -inf, 1.0]])
   w = jnp.arange(5.0)
   f = lambda b: b @ w
   for est in (estimators.get("unordered_set", num_samples=2),
@@ -239,6 +243,7 @@ def _f(b):
     (lambda: estimators.get("sum_and_sample", num_summed=0, baseline=True), ValueError,
      ["baseline", "num_summed", ">= 1", "0"]),
     (lambda: estimators.get("sum_and_sample", baseline=1), TypeError, ["baseline", "bool"]),
+    (lambda: estimators.get("sum_and_sample", stochastic="no"), TypeError, ["stochastic", "bool"]),
     (lambda: estimators.get("sum_and_sample", num_summed=9)(
         jax.random.key(0), jnp.zeros((2, 2, 3)), _f), ValueError, ["num_summed", "9", "K^N=3^2"]),
     (lambda: estimators.get("unordered_set", distribution="bernoulli", num_samples=9)(
@@ -256,7 +261,7 @@ def test_bad_input_errors(call, exc, words):
 
 def test_batch_and_event_layouts_agree():
   """Logits (B, K) and (B, 1, K) (and Bernoulli (B,) and (B, 1)) are the same problem:
-  the same key gives the same value and gradient."""
+  the same key gives the same value and gradient; legacy keys work."""
   logits = jax.random.normal(jax.random.key(0), (3, 5))
   w = jax.random.normal(jax.random.key(1), (5,))
   key = jax.random.key(2)
@@ -266,6 +271,13 @@ def test_batch_and_event_layouts_agree():
   (v1, g1), (v2, g2) = flat(logits), event(logits[:, None])
   np.testing.assert_array_equal(v1, v2)
   np.testing.assert_array_equal(g1, g2[:, 0])
+  # Several variables: typed and legacy uint32 keys give the same stream.
+  joint = jax.random.normal(jax.random.key(4), (3, 2, 4))
+  for est in (estimators.get("unordered_set", num_samples=3),
+              estimators.get("sum_and_sample", num_summed=2)):
+    g = lambda b: jnp.tanh(jnp.sum(b * w[None, None, :4], axis=(1, 2)))
+    run = jax.jit(lambda k, l: est(k, l, g))
+    np.testing.assert_array_equal(run(jax.random.key(5), joint), run(jax.random.PRNGKey(5), joint))
   bern = estimators.get("sum_and_sample", distribution="bernoulli")
   lb = logits[:, 0]
   a = jax.jit(jax.grad(lambda l: bern(key, l, lambda b: jnp.sin(3 * b)).sum()))(lb)
@@ -298,7 +310,8 @@ def test_variance_below_rloo_with_the_same_number_of_evaluations():
   rloo = squared_errors(estimators.get("rloo", num_samples=3))
   threshold = stats.norm.isf(ALPHA)
   for est in (estimators.get("unordered_set", num_samples=3),
-              estimators.get("sum_and_sample", num_summed=2, baseline=True)):
+              estimators.get("sum_and_sample", num_summed=2, baseline=True),
+              estimators.get("sum_and_sample", num_summed=2, baseline=True, stochastic=True)):
     assert est.evaluations in ("num_samples", "num_summed + 1")
     errors = squared_errors(est)
     se = np.sqrt(errors.var(ddof=1) / errors.size + rloo.var(ddof=1) / rloo.size)

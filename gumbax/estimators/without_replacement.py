@@ -1,9 +1,11 @@
 """Estimators that sample without replacement: the unordered set estimator and
-sum-and-sample (Rao-Blackwellization over the most probable categories).
+sum-and-sample (Rao-Blackwellization over the most probable configurations).
 
-Both see one categorical variable per example (a Bernoulli one is two categories)
-and evaluate ``f`` at distinct categories only, in one vmapped call. Both are
-unbiased, for the logits and for the parameters ``f`` closes over.
+Both work in the sample space of one example: one categorical variable (a
+Bernoulli one is two categories) or, for several, their joint configurations,
+reached by (stochastic) beam search. Both evaluate ``f`` at distinct
+configurations only, in one vmapped call, and are unbiased, for the logits and for
+the parameters ``f`` closes over.
 """
 
 from __future__ import annotations
@@ -116,7 +118,9 @@ def _rows(fn, *arrays, batch):
 
 
 def _row_keys(key, batch):
-  return jax.random.split(key, math.prod(batch)).reshape(batch)
+  """One key per example (typed keys, or legacy uint32 ones with their trailing axis)."""
+  keys = jax.random.split(key, math.prod(batch))
+  return keys.reshape(batch + keys.shape[1:])
 
 
 # -- probabilities of unordered samples ---------------------------------------
@@ -235,7 +239,8 @@ def _check_k(k, name, num_classes, num_vars):
 class UnorderedSet(_WithoutReplacement):
   """The unordered set estimator: ``k`` samples without replacement, with its baseline.
 
-  Draws ``S``, ``k`` distinct categories, by Gumbel-top-k and uses
+  Draws ``S``, ``k`` distinct categories (joint configurations, for several
+  variables per example), by Gumbel-top-k and uses
   ``g = sum_{s in S} p(s) R(S, s) grad log p(s) (f(s) - B(S, s))`` with
   ``R(S, s) = p^{D-s}(S - s) / p(S)`` (so ``p(s) R(S, s)`` is the probability that
   ``s`` was drawn first given the unordered set) and the built-in baseline
@@ -243,15 +248,15 @@ class UnorderedSet(_WithoutReplacement):
   estimate of ``E[f]`` from the other samples given ``s`` came first
   (``R^{D-s}(S, s') = p^{D-{s,s'}}(S - {s,s'}) / p^{D-s}(S - s)``, and 1 for
   ``s' = s``). ``p^{D-A}(T)`` is the probability of drawing the set ``T`` (in any
-  order) without replacement from the categories other than ``A``. With
+  order) without replacement from the configurations other than ``A``. With
   ``baseline=False``, ``B = 0``. The parameters ``f`` closes over get
   ``sum_s p(s) R(S, s) grad f(s)``.
 
-  Unbiased; ``num_samples`` evaluations of ``f`` (distinct categories, one vmapped
-  call). The surrogate's forward value is ``sum_s p(s) R(S, s) f(s)``, the unordered
-  set estimate of ``E[f]`` (unbiased; it is ``E[f]`` itself when ``k = K``).
-  Categorical and Bernoulli (two categories, so ``k = 2`` and the estimate is
-  exact).
+  Unbiased; ``num_samples`` evaluations of ``f`` (distinct configurations, one
+  vmapped call). The surrogate's forward value is ``sum_s p(s) R(S, s) f(s)``, the
+  unordered set estimate of ``E[f]`` (unbiased; it is ``E[f]`` itself when ``S``
+  is every configuration). Categorical and Bernoulli (one Bernoulli variable is
+  two categories, so there ``k = 2`` and the estimate is exact).
 
   ``p(S)`` and the ratios are computed in log space: for ``k <= exact_max`` exactly
   (the sum over the ``k!`` orderings of their Plackett-Luce probabilities,
@@ -260,13 +265,19 @@ class UnorderedSet(_WithoutReplacement):
   with ``num_points`` fixed quadrature nodes (on a logarithmic scale of
   ``t = -log(u) / p(D-S)``; accurate to float32 rounding for the default 128).
 
-  Limits: one variable per example (logits ``batch + (K,)`` or ``batch + (1, K)``,
-  Bernoulli ``batch`` or ``batch + (1,)``, with ``f`` returning ``batch``); the joint
-  space of several variables (stochastic beam search) is not implemented and such
-  logits raise ``ValueError`` (use ``indecater`` or ``rloo``). ``k`` must not exceed
-  ``K``, nor the number of unmasked (finite-logit) categories of any row: concrete
+  Several variables per example (logits ``batch + (N, K)``, Bernoulli ``batch +
+  (N,)``, with ``f`` returning ``batch``): ``S`` is drawn from their joint
+  distribution over the ``K^N`` configurations by stochastic beam search (Kool et
+  al. 2019; exactly Gumbel-top-k on the joint, with ``k`` beams per variable), and
+  ``p(D - S) = 1 - sum_{s in S} p(s)`` in log space: when ``S`` holds all but about
+  1e-6 of the mass, float32 rounds the ratios (the estimate is then almost the
+  exact sum anyway). One variable (``N = 1``) uses Gumbel-top-k and the categories
+  outside ``S`` directly.
+
+  ``k`` must not exceed the number of configurations (``K``, or ``K^N``), nor the
+  number of unmasked (finite-logit) ones of any example: concrete single-variable
   logits that break the latter are refused (as by :func:`gumbax.gumbel_top_k`);
-  traced ones give undefined (non-finite) results.
+  otherwise the results are undefined (non-finite).
 
   Attributes:
     num_samples: k, the sample size: >= 2 with the baseline, >= 1 without.
@@ -354,10 +365,11 @@ class UnorderedSet(_WithoutReplacement):
 @register
 @dataclasses.dataclass(frozen=True)
 class SumAndSample(_WithoutReplacement):
-  """Sum-and-sample: exact sum over the most probable categories plus one sample.
+  """Sum-and-sample: exact sum over the most probable configurations plus one sample.
 
-  With ``C`` the ``num_summed`` most probable categories and ``z`` one sample from
-  the distribution restricted to the others (Gumbel-max with ``C`` masked),
+  With ``C`` the ``num_summed`` most probable categories (configurations, for
+  several variables) and ``z`` one sample from the distribution restricted to the
+  others (Gumbel-max with ``C`` masked),
   ``g = sum_{c in C} p(c) g(c) + (1 - p(C)) g(z)`` where ``g(b) = f(b) grad log p(b)
   + grad f(b)`` is the single-sample REINFORCE estimator (no baseline) together with
   the pathwise gradient of ``f``: Liu et al.'s Rao-Blackwellization of it over
@@ -372,24 +384,34 @@ class SumAndSample(_WithoutReplacement):
   estimator of Liu et al.).
 
   Unbiased (for the logits and for the parameters ``f`` closes over); ``num_summed +
-  1`` evaluations of ``f`` (one vmapped call). Categorical and Bernoulli (two
-  categories: ``num_summed = 1`` gives the exact gradient).
+  1`` evaluations of ``f`` (one vmapped call). Categorical and Bernoulli (one
+  Bernoulli variable is two categories: ``num_summed = 1`` gives the exact
+  gradient).
 
-  A related variant is Kool et al.'s stochastic sum-and-sample estimator, which
-  sums over the first ``k - 1`` of ``k`` samples drawn without replacement (a
-  random set rather than the most probable one) and weights the last sample by
-  the remaining mass; it is not implemented here.
+  ``stochastic=True`` is Kool et al.'s stochastic sum-and-sample estimator: ``C``
+  is the first ``num_summed`` of ``num_summed + 1`` samples drawn without
+  replacement (Gumbel-top-k; a random set rather than the most probable one) and
+  ``z`` the last, which given ``C`` is a sample from the rest. The decomposition
+  holds for every set ``C``, so it is unbiased too (with or without the baseline,
+  which then depends on ``C`` but not on ``z``). It needs ``num_summed + 1``
+  configurations of positive probability.
 
-  Limits: one variable per example, as for
-  :class:`~gumbax.estimators.UnorderedSet` (``ValueError`` otherwise; use
-  ``indecater`` or ``rloo`` for many variables); ``num_summed`` must be smaller than
-  ``K``. If the categories outside ``C`` all have ``-inf`` logits, their weight
-  ``1 - p(C)`` is 0 and the sampled term vanishes.
+  Several variables per example: ``C`` is the ``num_summed`` most probable joint
+  configurations (a beam search of that width, exact for independent variables)
+  and ``z`` the first configuration outside ``C`` in a Gumbel-top-``(num_summed +
+  1)`` sample of the joint (stochastic beam search): the Gumbel-max of the joint
+  restricted to the complement. ``num_summed`` must be smaller than the number of
+  configurations (``K``, or ``K^N``). If all the configurations outside ``C`` have
+  probability 0 (``-inf`` logits), their weight ``1 - p(C)`` is 0 and the sampled
+  term vanishes.
 
   Attributes:
-    num_summed: m, the number of most probable categories summed exactly (>= 0).
+    num_summed: m, the number of most probable categories (configurations)
+      summed exactly (>= 0).
     baseline: subtract the summed categories' mean of ``f`` in the score terms
       (needs ``num_summed >= 1``).
+    stochastic: sum over sampled categories instead of the most probable ones
+      (Kool et al.'s stochastic sum-and-sample).
 
   Example:
     >>> est = gumbax.estimators.get("sum_and_sample", num_summed=2)
@@ -404,7 +426,10 @@ class SumAndSample(_WithoutReplacement):
     Liu, Regier, Tripuraneni, Jordan, McAuliffe, Rao-Blackwellized Stochastic
     Gradients for Discrete Distributions, 2019 (arXiv 1810.04777); Kool, van Hoof,
     Welling, Estimating Gradients for Discrete Random Variables by Sampling without
-    Replacement, 2020 (arXiv 2002.06043), for the stochastic variant.
+    Replacement, 2020 (arXiv 2002.06043), for the stochastic variant; Kool, van
+    Hoof, Welling, Stochastic Beams and Where to Find Them: The Gumbel-Top-k Trick
+    for Sampling Sequences Without Replacement, 2019 (arXiv 1903.06059), for the
+    joint space.
   """
 
   name = "sum_and_sample"
@@ -414,12 +439,14 @@ class SumAndSample(_WithoutReplacement):
   reference = "Liu et al. 2019"
   num_summed: int = 1
   baseline: bool = False
+  stochastic: bool = False
 
   def __post_init__(self):
     super().__post_init__()
     check_int(self.num_summed, "num_summed", 0)
-    if not isinstance(self.baseline, bool):
-      raise TypeError(f"`baseline` must be a bool; got {self.baseline!r}.")
+    for name in ("baseline", "stochastic"):
+      if not isinstance(getattr(self, name), bool):
+        raise TypeError(f"`{name}` must be a bool; got {getattr(self, name)!r}.")
     if self.baseline and self.num_summed == 0:
       raise ValueError(
           "`baseline=True` needs `num_summed` >= 1 (the baseline is the mean of f over "
@@ -436,7 +463,18 @@ class SumAndSample(_WithoutReplacement):
           "their number - 1 already gives the exact gradient).")
     log_p = jax.nn.log_softmax(lc, axis=-1)
     stats = jax.lax.stop_gradient(log_p)
-    if num_vars == 1:   # the top m categories; Gumbel-max with them masked
+    if self.stochastic:   # the first m and the last of a Gumbel-top-(m + 1) sample
+      if num_vars == 1:
+        sample = gumbel_top_k(key, lc[..., 0, :], m + 1)[..., None]
+      else:
+        sample = _rows(lambda l, r: _beam_search(l, m + 1, r), stats, _row_keys(key, batch),
+                       batch=batch)
+      configs = sample                                                # batch + (m + 1, N)
+      if num_vars == 1:
+        summed = jnp.sum(jax.nn.one_hot(sample[..., :m, 0], num_classes, dtype=jnp.int32),
+                         axis=-2) > 0
+        log_rest = jax.nn.logsumexp(jnp.where(summed, -jnp.inf, stats[..., 0, :]), axis=-1)
+    elif num_vars == 1:   # the top m categories; Gumbel-max with them masked
       row = stats[..., 0, :]
       top = jax.lax.top_k(row, m)[1] if m else jnp.zeros(batch + (0,), jnp.int32)
       summed = jnp.sum(jax.nn.one_hot(top, num_classes, dtype=jnp.int32), axis=-2) > 0
