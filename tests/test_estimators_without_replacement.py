@@ -14,7 +14,7 @@ from scipy import stats
 
 from _tolerance import assert_f32_close
 from gumbax import estimators
-from gumbax.estimators.without_replacement import _beam_search, _set_log_probs
+from gumbax.estimators._sets import beam_search, set_log_probs
 from test_estimators import ALPHA, assert_mean_matches, gradient_fn
 
 
@@ -104,7 +104,7 @@ def test_unbiased_against_exact_enumeration(name, hyper, problem):
   assert_mean_matches(samples, exact, (name, hyper, problem))
 
 
-SET_LOG_PROBS = jax.jit(_set_log_probs, static_argnames=("exact", "num_points"))
+SET_LOG_PROBS = jax.jit(set_log_probs, static_argnames=("exact", "num_points"))
 
 
 def _brute_log_prob(p, subset, removed):
@@ -326,7 +326,7 @@ def test_stochastic_beam_search_is_gumbel_top_k_of_the_joint():
   want = np.exp(want)
   np.testing.assert_allclose(want.sum(), 1.0, rtol=1e-9)
   n = 20_000
-  draws = jax.jit(jax.vmap(lambda key: _beam_search(log_p, 2, key)))(
+  draws = jax.jit(jax.vmap(lambda key: beam_search(log_p, 2, key)))(
       jax.random.split(jax.random.key(0), n))
   flat = np.asarray(draws[..., 0] * 3 + draws[..., 1])           # (n, 2) joint indices
   assert np.all(flat[:, 0] != flat[:, 1])
@@ -337,5 +337,5 @@ def test_stochastic_beam_search_is_gumbel_top_k_of_the_joint():
   # The first draw is a sample of the joint distribution itself.
   first = np.bincount(flat[:, 0], minlength=9)
   assert np.sum((first - n * joint) ** 2 / (n * joint)) < stats.chi2.isf(ALPHA, 8)
-  top = np.asarray(_beam_search(log_p, 4))
+  top = np.asarray(beam_search(log_p, 4))
   np.testing.assert_array_equal(top[:, 0] * 3 + top[:, 1], np.argsort(-joint)[:4])
