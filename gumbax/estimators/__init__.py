@@ -28,6 +28,8 @@ from gumbax.estimators.score import Reinforce
 from gumbax.estimators.score import ReinforceLeaveOneOut
 from gumbax.estimators.training import StepGradients
 from gumbax.estimators.training import value_and_grads
+from gumbax.estimators.without_replacement import SumAndSample
+from gumbax.estimators.without_replacement import UnorderedSet
 
 __all__ = [
     "Arm",
@@ -48,6 +50,8 @@ __all__ = [
     "StepGradients",
     "StraightThrough",
     "StraightThroughGumbel",
+    "SumAndSample",
+    "UnorderedSet",
     "get",
     "names",
     "register",
