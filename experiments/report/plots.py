@@ -236,8 +236,8 @@ def selection_counts(selection: dict) -> np.ndarray:
 
 def write_selection_plot(members: list[MemberResult], path: str | Path) -> Path | None:
   """One panel per group whose members have a ``selected_features`` artifact: the
-  image of the pixels its lowest seed selected (white: chosen by one node; brighter
-  where several nodes chose the same pixel), titled with the task's short name, the
+  image of the pixels its lowest seed selected (white: chosen by one node; orange by
+  two, red by three or more), titled with the task's short name, the
   estimator and the number of distinct pixels. Returns the path, or None (nothing
   written) when no member has the artifact."""
   panels = []
@@ -258,15 +258,18 @@ def write_selection_plot(members: list[MemberResult], path: str | Path) -> Path 
   nrows = math.ceil(len(panels) / ncols)
   fig, axes = plt.subplots(nrows, ncols, squeeze=False, figsize=(3.3 * ncols, 3.5 * nrows),
                            layout="constrained")
-  vmax = max(2, *(int(counts.max()) for _, counts in panels))  # one color scale for all
+  import matplotlib.colors
+  # Black: not chosen; white: one node; orange: two; red: three or more.
+  colors = matplotlib.colors.ListedColormap(["black", "white", "orange", "red"])
   for ax, (title, counts) in zip(axes.flat, panels):
-    ax.imshow(counts, cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
+    ax.imshow(np.minimum(counts, 3), cmap=colors, vmin=-0.5, vmax=3.5, interpolation="nearest")
     ax.set_title(title, fontsize=7)
     ax.set_xticks([])
     ax.set_yticks([])
   for ax in axes.flat[len(panels):]:
     ax.remove()
-  fig.suptitle("Selected pixels (number of nodes per pixel)", fontsize=9)
+  fig.suptitle("Selected pixels: white by one node, orange by two, red by three or more",
+               fontsize=9)
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   save(fig, path, dpi=80)
