@@ -212,3 +212,12 @@ def test_selection_counts():
   np.testing.assert_array_equal(counts, [[1, 0, 0], [0, 0, 2]])
   with pytest.raises(ValueError, match="shape"):
     plots.selection_counts({"indices": [6], "shape": [2, 3]})
+
+
+def test_selection_plot_needs_an_artifact(tmp_path):
+  member = report.MemberResult(tmp_path, {"task": "toy", "estimator": "rloo", "seed": 0}, [])
+  assert plots.write_selection_plot([member], tmp_path / "s.png") is None
+  assert not (tmp_path / "s.png").exists()
+  (tmp_path / "artifacts.json").write_text(
+      json.dumps({"selected_features": {"indices": [0, 3, 3], "shape": [2, 2]}}))
+  assert plots.write_selection_plot([member], tmp_path / "s.png") == tmp_path / "s.png"
