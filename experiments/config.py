@@ -126,8 +126,53 @@ class StructuredTask(_Schema):
   """Examples of each split in the final evaluation; null: the whole split."""
 
 
-TaskConfig = Annotated[Union[ToyTask, VaeTask, StructuredTask], Field(discriminator="name")]
-TASKS = ("toy", "vae", "structured_output")
+MNIST_PIXELS = 784
+SELECTORS = ("concrete", "top_k")
+# The estimators a top_k selector runs, mapped to relaxed_top_k's ``hard`` argument.
+TOP_K_ESTIMATORS = {"relaxed": False, "straight_through_gumbel": True}
+
+
+class FeatureSelectionTask(_Schema):
+  """Select ``num_selected`` of MNIST's 784 pixels and reconstruct the image from them
+  (the concrete autoencoder of Abid, Balin & Zou 2019)."""
+  name: Literal["feature_selection"] = "feature_selection"
+  """Selects this task: unsupervised feature selection on MNIST grey levels (needs the
+  ``data`` section's MNIST; the paper's protocol takes ``binarization: none`` and
+  ``source: test_file``)."""
+  distribution: Literal["categorical"] = "categorical"
+  """Always ``categorical``: each selector node is a categorical over the pixels."""
+  selector: Literal["concrete", "top_k"] = "concrete"
+  """``concrete``: ``num_selected`` nodes, each a categorical over the 784 pixels
+  (logits of shape ``(k, 784)``; nodes may pick the same pixel), trained by any
+  estimator that takes categorical logits; ``top_k``: one logit per pixel (shape
+  ``(784,)``) and a relaxed k-subset (``gumbax.relaxed_top_k``) whose mask multiplies
+  the image: ``relaxed`` trains it with the soft subset, ``straight_through_gumbel``
+  with the exact subset forward and the soft one backward; other estimators do not
+  apply."""
+  num_selected: Annotated[int, Field(ge=1)] = 50
+  """k, the number of pixels selected (at most 784)."""
+  decoder: list[PositiveInt] = [75]
+  """Widths of the decoder's hidden layers, from the k selected pixels (``concrete``)
+  or the masked 784-pixel image (``top_k``) to the 784 reconstructed grey levels
+  (leaky ReLU of slope 0.2 between layers). The paper's is ``[k * 3 // 2]``."""
+  eval_examples: Optional[PositiveInt] = None
+  """Examples of each split (the first ones) in the evaluations during training;
+  null: the whole split."""
+  final_eval_examples: Optional[PositiveInt] = None
+  """Examples of each split in the final evaluation; null: the whole split."""
+
+  @pydantic.field_validator("num_selected")
+  @classmethod
+  def _at_most_pixels(cls, k):
+    if k > MNIST_PIXELS:
+      raise ValueError(f"num_selected (k = {k}) must be at most the {MNIST_PIXELS} pixels "
+                       "of an MNIST image")
+    return k
+
+
+TaskConfig = Annotated[Union[ToyTask, VaeTask, StructuredTask, FeatureSelectionTask],
+                       Field(discriminator="name")]
+TASKS = ("toy", "vae", "structured_output", "feature_selection")
 
 
 class Temperature(_Schema):
@@ -243,7 +288,7 @@ class EstimatorSpec(_Schema):
   label: Optional[str] = None
   """Its name in member folders and tables; null: ``name(option=value, ...)``. Two
   entries of one estimator with the same options need different labels."""
-  tasks: Optional[list[Literal["toy", "vae", "structured_output"]]] = None
+  tasks: Optional[list[Literal["toy", "vae", "structured_output", "feature_selection"]]] = None
   """The names of the sweep's tasks this entry runs on; null: every task it can
   train."""
 
@@ -314,6 +359,10 @@ class Train(_Schema):
 class Data(_Schema):
   """Where MNIST comes from and how it is binarized and split.
 
+  ``source: test_file`` is the protocol of Abid et al. (2019): the 10,000 images of
+  the MNIST test file, shuffled with ``split_seed``, the first ``test_file_train`` for
+  training (its last ``validation_size`` held out as ``valid``) and the rest ``test``.
+
   ``dir`` (default ``$GUMBAX_DATA_DIR``, else ``~/.cache/gumbax/mnist``) holds the
   four IDX files; missing ones are downloaded from ``mirrors`` (default
   ``experiments.data.MIRRORS``) when ``download`` is true. ``if_missing: skip`` runs
@@ -323,17 +372,29 @@ class Data(_Schema):
   """The folder holding the four MNIST IDX files, each raw or ``.gz`` (``~`` is
   expanded); null: ``$GUMBAX_DATA_DIR``, else ``$XDG_CACHE_HOME/gumbax/mnist``, else
   ``~/.cache/gumbax/mnist``."""
-  binarization: Literal["fixed", "dynamic"] = "fixed"
+  binarization: Literal["fixed", "dynamic", "none"] = "fixed"
   """``fixed``: pixel p is 1 with probability p/255, drawn once with
   ``binarization_seed``; ``dynamic``: every training batch draws its pixels anew, with
-  the same probabilities. Validation and test use the fixed binarization either way."""
+  the same probabilities (validation and test use the fixed binarization); ``none``:
+  the grey levels p/255 in [0, 1] for every split."""
   binarization_seed: int = 0
   """Seed of the fixed binarization of the training file (the test file uses this seed
   + 1); the training seed (``seed``) does not change it."""
   validation_size: Annotated[int, Field(ge=0)] = 10000
   """How many of the 60,000 images of the MNIST training file (the last ones) are held
-  out as the ``valid`` split (fewer than 60,000); 0: no validation split, evaluations on
-  ``test`` only."""
+  out as the ``valid`` split (fewer than 60,000); with ``source: test_file``, how many
+  of the ``test_file_train`` training images (fewer than that); 0: no validation split,
+  evaluations on ``test`` only."""
+  source: Literal["train_file", "test_file"] = "train_file"
+  """``train_file``: train and validation from the 60,000-image training file, test =
+  the 10,000-image test file; ``test_file``: all three from the test file, split as
+  above (Abid et al. 2019)."""
+  test_file_train: Annotated[int, Field(ge=1, le=9999)] = 4000
+  """With ``source: test_file``: how many of the shuffled test-file images are for
+  training and validation (the paper: 4,000); the other ones are ``test``."""
+  split_seed: int = 0
+  """With ``source: test_file``: the seed of the shuffle (a PCG64 permutation) before
+  the split; the training seed (``seed``) does not change it."""
   train_examples: Optional[PositiveInt] = None
   """How many images of the training split (the first ones) training draws from; null:
   all of them (60,000 - ``validation_size``)."""
@@ -347,6 +408,18 @@ class Data(_Schema):
   """When MNIST can be neither found nor downloaded: ``error`` stops ``run`` before
   anything is written; ``skip`` runs the other members and names the skipped ones in
   one line."""
+
+  @pydantic.model_validator(mode="after")
+  def _split_sizes(self):
+    if self.source == "test_file" and self.validation_size >= self.test_file_train:
+      raise ValueError(
+          f"data.validation_size ({self.validation_size}) must be smaller than "
+          f"data.test_file_train ({self.test_file_train}) with source: test_file: it is "
+          "held out of those training images")
+    if self.source == "train_file" and self.validation_size >= 60000:
+      raise ValueError(f"data.validation_size ({self.validation_size}) must be smaller than "
+                       "the 60,000 images of the MNIST training file")
+    return self
 
 
 class Sweep(_Schema):
@@ -430,7 +503,8 @@ class Config(_Schema):
   train: Train = Train()
   """Training length and the periods of logging, evaluation and checkpoints."""
   data: Data = Data()
-  """MNIST for the ``vae`` and ``structured_output`` tasks (the toy task has no data)."""
+  """MNIST for the ``vae``, ``structured_output`` and ``feature_selection`` tasks (the
+  toy task has no data)."""
   seed: int = 0
   """The seed every random number of a member derives from (parameters, batches,
   gradient noise, evaluations); ``sweep.seeds`` replaces it."""
@@ -452,6 +526,10 @@ def incompatibility(task, spec: EstimatorSpec,
   config's section, which ``spec``'s own replaces."""
   if spec.name == "exact" and task.name != "toy":
     return f"'exact' enumerates every configuration; only the toy task is small enough ({task.name!r})"
+  if (task.name == "feature_selection" and task.selector == "top_k"
+      and spec.name not in TOP_K_ESTIMATORS):
+    return (f"the top_k selector draws a relaxed k-subset (gumbax.relaxed_top_k), a pathwise "
+            f"sample: only {sorted(TOP_K_ESTIMATORS)} train it ({spec.name!r})")
   temperature = spec.temperature or temperature
   if temperature and temperature.slope and task.name not in SLOPE_TASKS:
     return (f"slope annealing (temperature.slope) tempers the logits of the "
@@ -503,7 +581,8 @@ def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     field = model.model_fields.get(part)
     if field is None:
       if part in TASKS:  # discriminated-union tag
-        model = {"toy": ToyTask, "vae": VaeTask, "structured_output": StructuredTask}[part]
+        model = {"toy": ToyTask, "vae": VaeTask, "structured_output": StructuredTask,
+                 "feature_selection": FeatureSelectionTask}[part]
         continue
       break
     annotation = field.annotation

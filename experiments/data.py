@@ -42,7 +42,8 @@ MIRRORS: tuple[str, ...] = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 ENV_VAR = "GUMBAX_DATA_DIR"
-BINARIZATIONS = ("fixed", "dynamic")
+BINARIZATIONS = ("fixed", "dynamic", "none")
+SOURCES = ("train_file", "test_file")
 
 _SHAPES = {"train-images-idx3-ubyte": (60000, 28, 28), "train-labels-idx1-ubyte": (60000,),
            "t10k-images-idx3-ubyte": (10000, 28, 28), "t10k-labels-idx1-ubyte": (10000,)}
@@ -302,35 +303,76 @@ def split_validation(images: np.ndarray, labels: np.ndarray, size: int
 
 def load_splits(data_dir: str | os.PathLike[str] | None = None, *, binarization: str = "fixed",
                 validation_size: int = 10000, binarization_seed: int = 0, download: bool = True,
-                mirrors: Sequence[str] = MIRRORS, progress: bool = True) -> Splits:
-  """Train/validation/test inputs for the binary-MNIST experiments.
+                mirrors: Sequence[str] = MIRRORS, progress: bool = True,
+                source: str = "train_file", test_file_train: int = 4000,
+                split_seed: int = 0) -> Splits:
+  """Train/validation/test inputs for the MNIST experiments.
 
-  The training file is binarized as a whole with :func:`binarize_fixed` and seed
-  ``binarization_seed``, then split with :func:`split_validation` (its last
-  ``validation_size`` images are the validation set, so an image's binary pixels do
-  not depend on ``validation_size``); the test file is binarized with seed
-  ``binarization_seed + 1``.
+  With ``source="train_file"`` (the binary-MNIST protocol) the training file is
+  binarized as a whole with :func:`binarize_fixed` and seed ``binarization_seed``,
+  then split with :func:`split_validation` (its last ``validation_size`` images are
+  the validation set, so an image's binary pixels do not depend on
+  ``validation_size``); the test file is binarized with seed ``binarization_seed + 1``.
+
+  With ``source="test_file"`` (the protocol of Abid et al. 2019) only the test file
+  is used: binarized as above (seed ``binarization_seed + 1``), shuffled by
+  ``numpy.random.Generator(numpy.random.PCG64(split_seed)).permutation``; the first
+  ``test_file_train`` shuffled images are split by :func:`split_validation` into
+  train and validation, the others are the test split.
 
   ``binarization="fixed"`` returns those binary images for all three splits.
   ``binarization="dynamic"`` returns the training split as grey levels
   ``images / 255`` in [0, 1], from which the training task draws fresh Bernoulli
   pixels each batch; ``valid`` and ``test`` are still the fixed binarizations above
   (identical to ``"fixed"``), so evaluation is deterministic and comparable across
-  both protocols.
+  both protocols. ``binarization="none"`` returns the grey levels ``images / 255``
+  for all three splits.
 
   Args:
     data_dir, download, mirrors, progress: as for :func:`load_mnist`.
-    binarization: ``"fixed"`` or ``"dynamic"``.
-    validation_size: number of training-file images held out for validation.
+    binarization: ``"fixed"``, ``"dynamic"`` or ``"none"``.
+    validation_size: number of training images held out for validation.
     binarization_seed: seed of the fixed binarization.
+    source: ``"train_file"`` or ``"test_file"``.
+    test_file_train: with ``source="test_file"``, the number of shuffled test-file
+      images for training and validation, in ``[1, 10000)``.
+    split_seed: with ``source="test_file"``, the seed of the shuffle.
 
   Returns:
     :class:`Splits` of ``float32`` arrays of shape ``(n, 784)``.
+
+  Raises:
+    ValueError: an unknown ``binarization`` or ``source``, or a split size out of range.
   """
   if binarization not in BINARIZATIONS:
     raise ValueError(
         f"binarization must be one of {list(BINARIZATIONS)}, got {binarization!r}.")
+  if source not in SOURCES:
+    raise ValueError(f"source must be one of {list(SOURCES)}, got {source!r}.")
   mnist = load_mnist(data_dir, download=download, mirrors=mirrors, progress=progress)
+  if source == "test_file":
+    n = len(mnist.test_images)
+    if (isinstance(test_file_train, bool) or not isinstance(test_file_train, (int, np.integer))
+        or not 1 <= test_file_train < n):
+      raise ValueError(f"test_file_train must be an integer in [1, {n}), got {test_file_train!r}.")
+    order = np.random.Generator(np.random.PCG64(split_seed)).permutation(n)
+    grey = mnist.test_images[order]
+    labels = mnist.test_labels[order]
+    cut = int(test_file_train)
+    if binarization == "none":
+      images = grey / np.float32(255)
+    else:
+      images = binarize_fixed(mnist.test_images, binarization_seed + 1)[order]
+    (train, _), (valid, _) = split_validation(images[:cut], labels[:cut], validation_size)
+    if binarization == "dynamic":
+      (train, _), _ = split_validation(grey[:cut] / np.float32(255), labels[:cut], validation_size)
+    test = images[cut:]
+    return Splits(*(np.asarray(x, np.float32) for x in (train, valid, test)))
+  if binarization == "none":
+    (train, _), (valid, _) = split_validation(mnist.train_images / np.float32(255),
+                                              mnist.train_labels, validation_size)
+    test = mnist.test_images / np.float32(255)
+    return Splits(*(np.asarray(x, np.float32) for x in (train, valid, test)))
   (grey, _), _ = split_validation(mnist.train_images, mnist.train_labels, validation_size)
   binary = binarize_fixed(mnist.train_images, binarization_seed)
   (train, _), (valid, _) = split_validation(binary, mnist.train_labels, validation_size)

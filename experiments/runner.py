@@ -225,6 +225,9 @@ def _evaluate(program, state, seed_keys, member_files, alive, step, wall, *, fin
       f.log.write({"step": step, "split": split, "wall_time": wall, "final": final, **metrics})
       final_metrics.update({f"{split}/{k}": v for k, v in metrics.items() if k != "iw_samples"})
     if final:
+      artifacts = task.artifacts(params)
+      if artifacts and f.writer:
+        files.write_json(f.folder / "artifacts.json", artifacts)
       f.summary["final"] = final_metrics
       if task.sampled_eval:
         f.summary["final_eval_samples"] = {s: task.eval_samples(True) for s in task.eval_splits}

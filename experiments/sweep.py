@@ -33,7 +33,10 @@ class Member:
 
 
 def describe(task) -> str:
-  """A short name of a task configuration, e.g. ``vae-categorical-20x10``."""
+  """A short name of a task configuration, e.g. ``vae-categorical-20x10`` or
+  ``feature_selection-concrete-k50``."""
+  if task.name == "feature_selection":
+    return f"{task.name}-{task.selector}-k{task.num_selected}"
   if task.distribution == "categorical":
     shape = f"K{task.num_classes}" if task.name == "toy" else f"{task.num_latents}x{task.num_classes}"
   else:

@@ -22,14 +22,15 @@ from experiments.report.grouping import (GroupKey, group_key, lr_decay, task_tex
                                          temperature_schedule, train_text)
 from experiments.report.loading import (MemberResult, final_eval_samples, load_run, load_runs,
                                         read_metrics, series)
-from experiments.report.plots import write_plots, write_variance_plots
+from experiments.report.plots import write_plots, write_selection_plot, write_variance_plots
 from experiments.report.tables import (comparison_table, markdown_tables, select_by,
                                        write_tables, write_variance_tables)
 
 __all__ = ["GroupKey", "MemberResult", "comparison_table", "final_eval_samples", "group_key",
            "load_run", "load_runs", "lr_decay", "markdown_tables", "read_metrics", "report",
            "select_by", "series", "task_text", "temperature_schedule", "train_text",
-           "write_plots", "write_tables", "write_variance_plots", "write_variance_tables"]
+           "write_plots", "write_selection_plot", "write_tables", "write_variance_plots",
+           "write_variance_tables"]
 
 
 def report(run_dirs: str | Path | Iterable[str | Path], out_dir: str | Path | None = None,

@@ -23,6 +23,7 @@ _TASK_SCHEMAS = {schema.model_fields["name"].default: schema
 # Task settings already in the short name (config.describe), or that change only how a
 # member is evaluated, not the model it trains.
 _NOT_MODEL_SETTINGS = frozenset({"name", "distribution", "num_latents", "num_classes", "target",
+                                 "selector", "num_selected",
                                  "eval_samples", "final_eval_samples", "eval_examples",
                                  "final_eval_examples", "variance_samples"})
 # Data settings that say where the data comes from, not which data a model trains on.

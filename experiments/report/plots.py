@@ -1,5 +1,6 @@
-"""Plots: a run's learning curves, temperatures and gradient variance per group, and
-the variance study's variance and bias along training (PNG, matplotlib's Agg backend).
+"""Plots: a run's learning curves, temperatures and gradient variance per group, the
+pixels a feature selector chose (from the members' ``artifacts.json``), and the
+variance study's variance and bias along training (PNG, matplotlib's Agg backend).
 
 Run plots show per group the mean over its seeds at the steps all seeds logged, with
 a shaded min-max band; each group keeps one style in every panel of a figure, and
@@ -8,6 +9,7 @@ one legend below the panels names the groups.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Callable
@@ -205,7 +207,73 @@ def write_plots(members: list[MemberResult], out_dir: str | Path) -> list[Path]:
   if annealed and draw(plot_dir / "temperature.png", "Temperature schedules", temperature,
                        annealed, legend_labels(annealed, with_task=True)):
     written.append(plot_dir / "temperature.png")
-  return written
+  path = write_selection_plot(members, plot_dir / "selected_features.png")
+  return written + ([path] if path else [])
+
+
+def read_artifacts(member: MemberResult) -> dict:
+  """The member's ``artifacts.json`` (written by the runner from ``Task.artifacts``);
+  ``{}`` when it has none or it cannot be parsed."""
+  path = Path(member.dir) / "artifacts.json"
+  try:
+    data = json.loads(path.read_text(encoding="utf-8"))
+  except (OSError, ValueError):
+    return {}
+  return data if isinstance(data, dict) else {}
+
+
+def selection_counts(selection: dict) -> np.ndarray:
+  """How many selector nodes chose each pixel, as an image: ``selection`` is an
+  artifact ``{"indices": [...], "shape": [rows, cols]}`` (row-major pixel indices,
+  repeats counted)."""
+  shape = tuple(int(d) for d in selection["shape"])
+  counts = np.bincount(np.asarray(selection["indices"], dtype=int), minlength=math.prod(shape))
+  if counts.size != math.prod(shape):
+    raise ValueError(f"selected pixel indices {selection['indices']} do not fit an image of "
+                     f"shape {shape}")
+  return counts.reshape(shape)
+
+
+def write_selection_plot(members: list[MemberResult], path: str | Path) -> Path | None:
+  """One panel per group whose members have a ``selected_features`` artifact: the
+  image of the pixels its lowest seed selected (white: chosen by one node; orange by
+  two, red by three or more), titled with the task's short name, the
+  estimator and the number of distinct pixels. Returns the path, or None (nothing
+  written) when no member has the artifact."""
+  panels = []
+  for key, group in groups(members).items():
+    chosen = [(m.summary.get("seed", 0), m) for m in group
+              if "selected_features" in read_artifacts(m)]
+    if not chosen:
+      continue
+    member = min(chosen, key=lambda sm: (sm[0] is None, sm[0] or 0))[1]
+    counts = selection_counts(read_artifacts(member)["selected_features"])
+    title = (f"{member.summary.get('task')}\n{key.estimator}, seed {member.summary.get('seed')}: "
+             f"{int(np.count_nonzero(counts))} pixels")
+    panels.append((title, counts))
+  if not panels:
+    return None
+  plt = pyplot()
+  ncols = min(len(panels), 3)
+  nrows = math.ceil(len(panels) / ncols)
+  fig, axes = plt.subplots(nrows, ncols, squeeze=False, figsize=(3.3 * ncols, 3.5 * nrows),
+                           layout="constrained")
+  import matplotlib.colors
+  # Black: not chosen; white: one node; orange: two; red: three or more.
+  colors = matplotlib.colors.ListedColormap(["black", "white", "orange", "red"])
+  for ax, (title, counts) in zip(axes.flat, panels):
+    ax.imshow(np.minimum(counts, 3), cmap=colors, vmin=-0.5, vmax=3.5, interpolation="nearest")
+    ax.set_title(title, fontsize=7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  for ax in axes.flat[len(panels):]:
+    ax.remove()
+  fig.suptitle("Selected pixels: white by one node, orange by two, red by three or more",
+               fontsize=9)
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  save(fig, path, dpi=80)
+  return path
 
 
 def resolved_bias(row: dict) -> float:

@@ -1,4 +1,4 @@
-"""The tasks: toy, vae, structured_output (see each module)."""
+"""The tasks: toy, vae, structured_output, feature_selection (see each module)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ from experiments.tasks.base import Task
 
 __all__ = ["MNIST_TASKS", "Task", "make_task"]
 
-MNIST_TASKS = ("vae", "structured_output")  # the tasks that train on MNIST
+MNIST_TASKS = ("vae", "structured_output", "feature_selection")  # the tasks that train on MNIST
 
 
 def _classes() -> dict[str, type[Task]]:
+  from experiments.tasks.feature_selection import FeatureSelection
   from experiments.tasks.structured import StructuredOutput
   from experiments.tasks.toy import Toy
   from experiments.tasks.vae import Vae
-  return {"toy": Toy, "vae": Vae, "structured_output": StructuredOutput}
+  return {"toy": Toy, "vae": Vae, "structured_output": StructuredOutput,
+          "feature_selection": FeatureSelection}
 
 
 def make_task(config) -> Task:

@@ -28,11 +28,13 @@ def bernoulli_log_likelihood(logits: jax.Array, x: jax.Array) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=4)
-def _splits(data_dir, binarization, binarization_seed, validation_size, download, mirrors):
+def _splits(data_dir, binarization, binarization_seed, validation_size, download, mirrors,
+            source="train_file", test_file_train=4000, split_seed=0):
   return data_lib.load_splits(data_dir, binarization=binarization,
                               binarization_seed=binarization_seed,
                               validation_size=validation_size, download=download,
-                              mirrors=mirrors)
+                              mirrors=mirrors, source=source, test_file_train=test_file_train,
+                              split_seed=split_seed)
 
 
 def load(data_config):
@@ -42,7 +44,7 @@ def load(data_config):
   mirrors = tuple(c.mirrors) if c.mirrors is not None else data_lib.MIRRORS
   data_dir = str(pathlib.Path(c.dir).expanduser()) if c.dir else str(data_lib.default_data_dir())
   splits = _splits(data_dir, c.binarization, c.binarization_seed, c.validation_size, c.download,
-                   mirrors)
+                   mirrors, c.source, c.test_file_train, c.split_seed)
   train = splits.train[:c.train_examples] if c.train_examples else splits.train
   return train, {"valid": splits.valid, "test": splits.test}
 

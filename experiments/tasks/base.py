@@ -104,3 +104,11 @@ class Task(abc.ABC):
     """
     del params, key, split, num_samples, final, temperature
     return {}
+
+  def artifacts(self, params) -> dict:
+    """JSON-serializable results of the final parameters beyond the metrics (e.g. the
+    pixels a feature selector chose); the runner writes them to the member folder as
+    ``artifacts.json`` after the final evaluation, and the report plots the ones it
+    knows. Default none."""
+    del params
+    return {}

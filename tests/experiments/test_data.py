@@ -318,5 +318,5 @@ def test_load_splits_protocol(small_mnist):
 
 
 def test_load_splits_bad_binarization(tmp_path):
-  with pytest.raises(ValueError, match=r"\['fixed', 'dynamic'\].*'stochastic'"):
+  with pytest.raises(ValueError, match=r"\['fixed', 'dynamic', 'none'\].*'stochastic'"):
     data.load_splits(tmp_path, binarization="stochastic", download=False)
