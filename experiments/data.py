@@ -351,32 +351,44 @@ def load_splits(data_dir: str | os.PathLike[str] | None = None, *, binarization:
     raise ValueError(f"source must be one of {list(SOURCES)}, got {source!r}.")
   mnist = load_mnist(data_dir, download=download, mirrors=mirrors, progress=progress)
   if source == "test_file":
-    n = len(mnist.test_images)
-    if (isinstance(test_file_train, bool) or not isinstance(test_file_train, (int, np.integer))
-        or not 1 <= test_file_train < n):
-      raise ValueError(f"test_file_train must be an integer in [1, {n}), got {test_file_train!r}.")
-    order = np.random.Generator(np.random.PCG64(split_seed)).permutation(n)
-    grey = mnist.test_images[order]
-    labels = mnist.test_labels[order]
-    cut = int(test_file_train)
-    if binarization == "none":
-      images = grey / np.float32(255)
-    else:
-      images = binarize_fixed(mnist.test_images, binarization_seed + 1)[order]
-    (train, _), (valid, _) = split_validation(images[:cut], labels[:cut], validation_size)
-    if binarization == "dynamic":
-      (train, _), _ = split_validation(grey[:cut] / np.float32(255), labels[:cut], validation_size)
-    test = images[cut:]
-    return Splits(*(np.asarray(x, np.float32) for x in (train, valid, test)))
+    train, valid, test = _test_file_splits(mnist, binarization, validation_size,
+                                           binarization_seed, test_file_train, split_seed)
+  else:
+    train, valid, test = _train_file_splits(mnist, binarization, validation_size,
+                                            binarization_seed)
+  return Splits(*(np.asarray(x, np.float32) for x in (train, valid, test)))
+
+
+def _test_file_splits(mnist, binarization, validation_size, binarization_seed,
+                      test_file_train, split_seed):
+  """:func:`load_splits` with ``source="test_file"``: train, valid, test arrays."""
+  n = len(mnist.test_images)
+  if (isinstance(test_file_train, bool) or not isinstance(test_file_train, (int, np.integer))
+      or not 1 <= test_file_train < n):
+    raise ValueError(f"test_file_train must be an integer in [1, {n}), got {test_file_train!r}.")
+  order = np.random.Generator(np.random.PCG64(split_seed)).permutation(n)
+  grey = mnist.test_images[order]
+  labels = mnist.test_labels[order]
+  cut = int(test_file_train)
+  if binarization == "none":
+    images = grey / np.float32(255)
+  else:
+    images = binarize_fixed(mnist.test_images, binarization_seed + 1)[order]
+  (train, _), (valid, _) = split_validation(images[:cut], labels[:cut], validation_size)
+  if binarization == "dynamic":
+    (train, _), _ = split_validation(grey[:cut] / np.float32(255), labels[:cut], validation_size)
+  return train, valid, images[cut:]
+
+
+def _train_file_splits(mnist, binarization, validation_size, binarization_seed):
+  """:func:`load_splits` with ``source="train_file"``: train, valid, test arrays."""
   if binarization == "none":
     (train, _), (valid, _) = split_validation(mnist.train_images / np.float32(255),
                                               mnist.train_labels, validation_size)
-    test = mnist.test_images / np.float32(255)
-    return Splits(*(np.asarray(x, np.float32) for x in (train, valid, test)))
+    return train, valid, mnist.test_images / np.float32(255)
   (grey, _), _ = split_validation(mnist.train_images, mnist.train_labels, validation_size)
   binary = binarize_fixed(mnist.train_images, binarization_seed)
   (train, _), (valid, _) = split_validation(binary, mnist.train_labels, validation_size)
   if binarization == "dynamic":
     train = grey / np.float32(255)
-  test = binarize_fixed(mnist.test_images, binarization_seed + 1)
-  return Splits(*(np.asarray(x, np.float32) for x in (train, valid, test)))
+  return train, valid, binarize_fixed(mnist.test_images, binarization_seed + 1)
