@@ -2,8 +2,27 @@
 
 Long statistical runs carry ``@pytest.mark.slow`` and are deselected by default
 (``-m "not slow"`` in pyproject); run them with ``pytest -m slow``.
+
+XLA compiles for the tests with LLVM's optimization level 0 and its classic
+(LLVM IR) fusion emitters (``--xla_backend_optimization_level=0
+--xla_cpu_use_fusion_emitters=false``): the default run's small programs spend most
+of their time in compilation, which these flags cut by about half. XLA's graph passes
+still run; float32 results may differ from an optimized build's in the last bits,
+which the tests' tolerances (from float32 eps) allow, and the bit-for-bit tests
+compare two computations compiled alike. The flags are also in
+``GUMBAX_TEST_XLA_FLAGS``, for subprocesses that set ``XLA_FLAGS`` themselves. Set
+``GUMBAX_TEST_XLA_OPTIMIZE=1`` to test XLA's default compilation instead.
 """
 
-import jax
+import os
+
+_FLAGS = [] if os.environ.get("GUMBAX_TEST_XLA_OPTIMIZE") == "1" else [
+    "--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false"]
+os.environ["GUMBAX_TEST_XLA_FLAGS"] = " ".join(_FLAGS)
+_given = os.environ.get("XLA_FLAGS", "")
+os.environ["XLA_FLAGS"] = " ".join(
+    [_given, *(f for f in _FLAGS if f.split("=")[0] not in _given)]).strip()
+
+import jax  # noqa: E402  (after XLA_FLAGS, which the backend reads when it starts)
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
