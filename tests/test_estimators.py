@@ -422,8 +422,7 @@ def test_every_estimator_under_jit_and_vmap_without_retracing(name):
                    rtol=1e-5)
   jitted(jax.random.key(2), logits)
   assert len(traces) == 2       # one eager call, one trace for both jitted keys
-  batched = jax.jit(jax.vmap(value, in_axes=(0, None)))(jax.random.split(jax.random.key(3), 3),
-                                                        logits)
+  batched = jax.vmap(value, in_axes=(0, None))(jax.random.split(jax.random.key(3), 3), logits)
   assert batched.shape == (3, 2)
   grads = jax.jit(jax.grad(lambda l: value(jax.random.key(4), l).sum()))(logits)
   assert grads.shape == logits.shape and bool(jnp.all(jnp.isfinite(grads)))
