@@ -12,12 +12,17 @@ which the tests' tolerances (from float32 eps) allow, and the bit-for-bit tests
 compare two computations compiled alike. The flags are also in
 ``GUMBAX_TEST_XLA_FLAGS``, for subprocesses that set ``XLA_FLAGS`` themselves. Set
 ``GUMBAX_TEST_XLA_OPTIMIZE=1`` to test XLA's default compilation instead. A jaxlib
-that does not know the flags (XLA aborts on unknown ones) runs the tests without them.
+that does not know the flags (XLA aborts on unknown ones) runs the tests without them,
+and so does a run that selects the slow tests (``-m slow``), which are run-time bound.
 """
 
 import os
 import subprocess
 import sys
+
+import jax
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 
@@ -34,12 +39,15 @@ def _test_xla_flags():
   return FAST_COMPILE if probe.returncode == 0 else ""
 
 
-_flags = _test_xla_flags()
-os.environ["GUMBAX_TEST_XLA_FLAGS"] = _flags
-_given = os.environ.get("XLA_FLAGS", "")
-os.environ["XLA_FLAGS"] = " ".join(
-    [_given, *(f for f in _flags.split() if f.split("=")[0] not in _given)]).strip()
-
-import jax  # noqa: E402  (after XLA_FLAGS, which the backend reads when it starts)
-
-jax.config.update("jax_numpy_rank_promotion", "raise")
+def pytest_configure(config):
+  """Sets the flags for a run without the slow tests (pyproject's default ``-m "not
+  slow"``); a run that selects slow tests, whose long statistical loops are run time
+  rather than compilation, keeps XLA's default. Before any test module starts the
+  backend."""
+  if "not slow" not in (config.getoption("markexpr", "") or ""):
+    return
+  flags = _test_xla_flags()
+  os.environ["GUMBAX_TEST_XLA_FLAGS"] = flags
+  given = os.environ.get("XLA_FLAGS", "")
+  os.environ["XLA_FLAGS"] = " ".join(
+      [given, *(f for f in flags.split() if f.split("=")[0] not in given)]).strip()
