@@ -241,7 +241,8 @@ SHARDED_SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_matches_single_device_and_legacy_keys():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+  env = dict(os.environ, XLA_FLAGS=os.environ.get("GUMBAX_TEST_XLA_FLAGS", "")
+             + " --xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-W", "error", "-c", SHARDED_SCRIPT], env=env,
                         capture_output=True, text=True, timeout=300)

@@ -65,9 +65,16 @@ def test_page_shows_the_figures_and_the_command():
   assert "python docs/tutorial/make_figures.py" in page
 
 
+@pytest.mark.slow
 def test_page_examples_run():
   """The page's ``{testcode}`` blocks run in order in one namespace, as the docs'
-  doctest builder runs them, and print what a following ``{testoutput}`` block says."""
+  doctest builder runs them, and print what a following ``{testoutput}`` block says.
+
+  Slow: the default run checks this in tests/test_docs_build.py::test_every_example_runs,
+  whose Sphinx doctest builder runs these blocks (the page's group, in order) and
+  compares their ``{testoutput}``; this is the same check without Sphinx, for a quick
+  look at one page.
+  """
   page = PAGE.read_text()
   blocks = re.findall(r"```\{testcode\}\n(.*?)```\n(?:\s*```\{testoutput\}\n(.*?)```)?", page,
                       flags=re.S)

@@ -41,7 +41,7 @@ def _launch(out: pathlib.Path, cwd: pathlib.Path, *extra: str, processes: int = 
   """Starts ``processes`` processes of one run of the tiny VAE into ``out``."""
   port = _free_port()
   env = dict(os.environ, PYTHONPATH=str(ROOT), GUMBAX_DATA_DIR=str(MNIST))
-  env.pop("XLA_FLAGS", None)  # one CPU device per process
+  env["XLA_FLAGS"] = os.environ.get("GUMBAX_TEST_XLA_FLAGS", "")  # one CPU device per process
   return [subprocess.Popen(
       [sys.executable, "-m", "experiments", "run", str(TINY), *overrides, "--out", str(out),
        "--no-progress", "--coordinator-address", f"127.0.0.1:{port}",

@@ -54,7 +54,7 @@ def _summaries(run_dir):
 
 def _env(**extra):
   env = dict(os.environ, PYTHONPATH=str(ROOT), **extra)
-  env.pop("XLA_FLAGS", None)
+  env["XLA_FLAGS"] = os.environ.get("GUMBAX_TEST_XLA_FLAGS", "")  # one CPU device
   env.update(extra)
   return env
 
@@ -208,7 +208,8 @@ def test_vae_sharded_and_vectorized_equals_plain(tmp_path, monkeypatch):
       [sys.executable, "-m", "experiments", "run", str(tiny), "seeds_vectorized=true",
        "sweep.seeds=[0,1]", "--out", str(tmp_path / "sharded"), "--no-progress", "--no-report"],
       cwd=tmp_path, check=True, capture_output=True,
-      env=_env(GUMBAX_DATA_DIR=str(MNIST), XLA_FLAGS="--xla_force_host_platform_device_count=4"))
+      env=_env(GUMBAX_DATA_DIR=str(MNIST), XLA_FLAGS=os.environ.get("GUMBAX_TEST_XLA_FLAGS", "")
+               + " --xla_force_host_platform_device_count=4"))
   runner.run(cfg_lib.load(tiny, ["sweep.seeds=[0,1]"]), tmp_path / "plain", progress=False)
   sharded, plain = _rows(tmp_path / "sharded"), _rows(tmp_path / "plain")
   assert sorted(sharded) == sorted(plain) and len(plain) == 2

@@ -120,7 +120,8 @@ sweep: {estimators: [straight_through_gumbel]}
   path = tmp_path / "vv.yaml"
   path.write_text(text)
   env = dict(os.environ, PYTHONPATH=str(ROOT), GUMBAX_DATA_DIR=str(MNIST),
-             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+             XLA_FLAGS=os.environ.get("GUMBAX_TEST_XLA_FLAGS", "")
+             + " --xla_force_host_platform_device_count=4")
   subprocess.run([sys.executable, "-m", "experiments", "variance", str(path), "--out",
                   str(tmp_path / "sharded"), "--no-progress"], check=True, capture_output=True,
                  cwd=tmp_path, env=env)
