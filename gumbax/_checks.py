@@ -158,6 +158,18 @@ def _row_stats(logits: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
           jnp.sum(logits > -jnp.inf, axis=axis, dtype=jnp.int32))
 
 
+def check_subset_size(k: Any, num_classes: int, axis: int) -> int:
+  """``k`` as an int in ``[1, num_classes]`` (the categories along ``axis``): the size
+  of a subset drawn without replacement. TypeError for a non-integer, ValueError out
+  of range."""
+  k = check_int(k, "k", 1)
+  if k > num_classes:
+    raise ValueError(
+        f"`k`={k} must be between 1 and the number of categories along axis {axis}, "
+        f"{num_classes}.")
+  return k
+
+
 def check_rows(raw_logits: Any, axis: int, *, k: int | None = None,
                name: str = "logits") -> None:
   """Refuses concrete categorical logits with a degenerate row (or too few categories).

@@ -229,11 +229,7 @@ def gumbel_top_k(key: ArrayLike, logits: ArrayLike, k: int, *, axis: int = -1) -
   raw, (logits, dtype) = logits, _checks.as_logits(logits)
   axis = _checks.category_axis(axis, logits.ndim)
   num_classes = logits.shape[axis]
-  k = _checks.check_int(k, "k", 1)
-  if k > num_classes:
-    raise ValueError(
-        f"`k`={k} must be between 1 and the number of categories along axis {axis}, "
-        f"{num_classes}.")
+  k = _checks.check_subset_size(k, num_classes, axis)
   _checks.check_rows(raw, axis, k=k)
   scores = jnp.moveaxis(perturb(key, jax.lax.stop_gradient(logits), dtype), axis, -1)
   _, index = jax.lax.top_k(scores, k)

@@ -394,11 +394,7 @@ def relaxed_top_k(key: ArrayLike, logits: ArrayLike, k: int, temperature, *,
   raw, (logits, dtype) = logits, _checks.as_logits(logits)
   axis = _checks.category_axis(axis, logits.ndim)
   num_classes = logits.shape[axis]
-  k = _checks.check_int(k, "k", 1)
-  if k > num_classes:
-    raise ValueError(
-        f"`k`={k} must be between 1 and the number of categories along axis {axis}, "
-        f"{num_classes}.")
+  k = _checks.check_subset_size(k, num_classes, axis)
   if not isinstance(hard, bool):
     raise TypeError(f"`hard` must be a bool; got {hard!r}.")
   _checks.check_rows(raw, axis, k=k)
