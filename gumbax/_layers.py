@@ -79,7 +79,8 @@ def check_common(layer: str, temperature, hard, axis, learn_temperature,
     raise TypeError(f"`axis` of {layer} must be an int; got {axis!r}.")
   if deterministic is not None and not isinstance(deterministic, bool):
     raise TypeError(f"`deterministic` of {layer} must be a bool or None; got {deterministic!r}.")
-  _choice(eval_mode, "eval_mode", EVAL_MODES)
+  if eval_mode is not None:             # None: the layer has no evaluation modes
+    _choice(eval_mode, "eval_mode", EVAL_MODES)
   if not isinstance(rng_collection, str) or not rng_collection:
     raise TypeError(f"`rng_collection` must be a non-empty str; got {rng_collection!r}.")
   shape = temperature_shape

@@ -32,10 +32,10 @@ __all__ = ["CategoricalLatent", "GumbelSoftmax", "LatentOutput", "RelaxedBernoul
 class _Stochastic(nn.Module):
   """Shared plumbing: rng collection, ``deterministic`` switch and temperature."""
 
-  def _check(self, hard: bool, axis: int) -> None:
+  def _check(self, hard: bool, axis: int, eval_mode: str | None) -> None:
     _layers.check_common(type(self).__name__, self.temperature, hard, axis,
                          self.learn_temperature, self.temperature_shape, self.min_temperature,
-                         self.deterministic, self.eval_mode, self.rng_collection)
+                         self.deterministic, eval_mode, self.rng_collection)
 
   def _resolve(self, temperature, deterministic, rng):
     """(deterministic, temperature, key) for one call; the key is None if unused."""
@@ -112,7 +112,7 @@ class GumbelSoftmax(_Stochastic):
   rng_collection: str = "gumbel"
 
   def __post_init__(self):
-    self._check(self.hard, self.axis)
+    self._check(self.hard, self.axis, self.eval_mode)
     super().__post_init__()
 
   @nn.compact
@@ -172,7 +172,7 @@ class RelaxedBernoulli(_Stochastic):
   rng_collection: str = "gumbel"
 
   def __post_init__(self):
-    self._check(self.hard, -1)
+    self._check(self.hard, -1, self.eval_mode)
     super().__post_init__()
 
   @nn.compact
@@ -252,7 +252,7 @@ class CategoricalLatent(_Stochastic):
 
   def __post_init__(self):
     _layers.check_latent(self.num_latents, self.num_classes, self.prior, self.kl)
-    self._check(False, -1)
+    self._check(False, -1, self.eval_mode)
     _layers.make_estimator(self.estimator, self.estimator_kwargs)
     super().__post_init__()
 
@@ -331,11 +331,10 @@ class SubsetSelector(_Stochastic):
   min_temperature: float = 1e-3
   deterministic: bool | None = None
   rng_collection: str = "gumbel"
-  eval_mode: str = "argmax"  # not a choice here: the deterministic output is the selection
 
   def __post_init__(self):
     _layers.check_selector(self.num_selected, self.method)
-    self._check(self.hard, -1)
+    self._check(self.hard, -1, None)
     super().__post_init__()
 
   def selected_indices(self) -> jax.Array:

@@ -429,7 +429,7 @@ class SubsetSelector(_Stochastic):
           f"got {type(rngs)}.")
     self._setup(temperature, hard=hard, axis=-1, learn_temperature=learn_temperature,
                 temperature_shape=temperature_shape, min_temperature=min_temperature,
-                deterministic=deterministic, eval_mode="argmax",
+                deterministic=deterministic, eval_mode=None,
                 rng_collection=rng_collection, rngs=rngs)
     self.num_features = num_features
     self.num_selected = num_selected
